@@ -1,0 +1,41 @@
+"""Check Export Status: one GET of the job; the state machine decides what follows.
+
+Returns the state with ``job`` and ``poll`` refreshed; raises typed errors (ExportFailed, JobExpired,
+ExportTimedOut, JobNotFound, AuthError, ApiUnavailable, InvalidApiResponse) that the ASL catches by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from omborigrid_export.state import ExportState
+from omborigrid_lambda import runtime
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context(correlation_id_path="job.jobId", clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = ExportState.from_event(event)
+    logger.append_keys(
+        tenantId=state.ref.request.tenant_id,
+        dataDateFrom=state.ref.request.date_from.isoformat(),
+        dataDateTo=state.ref.request.date_to.isoformat(),
+    )
+    if state.poll is None:
+        from omborigrid_export.errors import InvalidInput
+
+        raise InvalidInput("The state has no 'poll' object; it is added by the 'Prepare Polling' state.")
+    job, poll = runtime.exporter().check(state.ref.job_id, state.poll)
+    metrics.add_metric(name="StatusChecks", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "job status", extra={"status": job.status.value, "attempt": poll.attempt, "nextWait": poll.wait_seconds}
+    )
+    return {**event, "job": {**event["job"], **job.to_public_dict()}, "poll": poll.to_dict()}

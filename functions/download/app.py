@@ -1,0 +1,77 @@
+"""Download Export: stream the job's file into S3, verified and atomic, then write the manifest.
+
+Returns the state with ``transfer``: ``{"complete": true, "manifest": {...}}`` when landed, or
+``{"complete": false, "checkpoint": {...}}`` when the invocation's time ran low first (the state machine
+calls it again and it resumes with Range).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from omborigrid_export.state import ExportState
+from omborigrid_lambda import runtime
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+#: Seconds kept in hand at the end of an invocation to return the checkpoint.
+RESERVE_SECONDS = 60.0
+
+
+def _time_left(context: LambdaContext) -> Any:
+    """Seconds left for transfer work. DOWNLOAD_TIME_BUDGET_SECONDS caps it (tests, tuning)."""
+    started = time.monotonic()
+    budget = float(os.environ.get("DOWNLOAD_TIME_BUDGET_SECONDS") or 0)
+
+    def left() -> float:
+        remaining = context.get_remaining_time_in_millis() / 1000 - RESERVE_SECONDS
+        if budget > 0:
+            remaining = min(remaining, budget - (time.monotonic() - started))
+        return remaining
+
+    return left
+
+
+@logger.inject_lambda_context(correlation_id_path="job.jobId", clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = ExportState.from_event(event)
+    request = state.ref.request
+    logger.append_keys(
+        tenantId=request.tenant_id, dataDateFrom=request.date_from.isoformat(), dataDateTo=request.date_to.isoformat()
+    )
+    bucket = runtime.env("EXPORT_BUCKET")
+    result = runtime.exporter().land(
+        state.ref.job_id,
+        bucket=bucket,
+        replace=state.ref.force,
+        resume=state.checkpoint,
+        time_left=_time_left(context),
+        keep_upload_on_failure=True,
+    )
+    if result.checkpoint is not None:
+        metrics.add_metric(name="TransferContinuations", unit=MetricUnit.Count, value=1)
+        logger.info("continuing in the next invocation", extra={"bytesDone": result.checkpoint.bytes_done})
+        return {**event, "transfer": {"complete": False, "checkpoint": result.checkpoint.to_dict(), "manifest": None}}
+    manifest = result.manifest
+    assert manifest is not None
+    runtime.ledger().mark_landed(request, state.ref.job_id, str(manifest["key"]))
+    if not manifest.get("alreadyExisted"):
+        metrics.add_metric(name="BytesLanded", unit=MetricUnit.Bytes, value=float(manifest["bytes"]))
+        metrics.add_metric(name="ExportsLanded", unit=MetricUnit.Count, value=1)
+        seconds = manifest["timings"].get("transferSeconds")
+        if seconds is not None:
+            metrics.add_metric(name="TransferSeconds", unit=MetricUnit.Seconds, value=float(seconds))
+    logger.info(
+        "landed",
+        extra={"key": manifest["key"], "bytes": manifest["bytes"], "alreadyExisted": manifest.get("alreadyExisted")},
+    )
+    return {**event, "transfer": {"complete": True, "checkpoint": None, "manifest": manifest}}

@@ -1,0 +1,90 @@
+"""Typed errors.
+
+The class name of each error is an API: Lambda reports it as ``errorType``, and the Step Functions
+state machine retries and catches by that name (see ``statemachine/export.asl.json``). Rename one and
+the ASL must change with it. Messages are sentences a person can act on; they never contain a token or
+a presigned URL (at most the host of one).
+"""
+
+from __future__ import annotations
+
+
+class OmboriGridExportError(Exception):
+    """Base class: everything this package raises on purpose."""
+
+    #: Whether retrying the same operation later may succeed (used by the CLI and the ASL Retry lists).
+    retryable: bool = False
+
+
+class InvalidInput(OmboriGridExportError):
+    """A CLI argument, event field or setting is not acceptable. Fix the input; retrying will not help."""
+
+
+class ConfigurationError(OmboriGridExportError):
+    """The deployment or environment is misconfigured (missing token, bad URL, bad template)."""
+
+
+class AuthError(OmboriGridExportError):
+    """The API refused the token (401/403)."""
+
+
+class RequestRejected(OmboriGridExportError):
+    """The API rejected the request as invalid (400/422); the message carries the server's words."""
+
+
+class JobNotFound(OmboriGridExportError):
+    """The API does not know the job id (404): archived, or never created."""
+
+
+class ApiUnavailable(OmboriGridExportError):
+    """The API kept failing (connection errors, 429 or 5xx) after the client's own retries."""
+
+    retryable = True
+
+
+class AmbiguousCreate(OmboriGridExportError):
+    """A create-job POST failed in a way that may or may not have created the job (read timeout, 500).
+
+    It is not repeated blindly: a second POST could create a second job for the same data.
+    """
+
+
+class InvalidApiResponse(OmboriGridExportError):
+    """The API answered with something that is not a valid export job (not JSON, missing field, bad date,
+    unknown status)."""
+
+
+class ExportFailed(OmboriGridExportError):
+    """The export job ended without a file (a final status other than ``done``)."""
+
+
+class JobExpired(OmboriGridExportError):
+    """The job's ``jobExpiryDate`` passed before its file was landed."""
+
+
+class ExportTimedOut(OmboriGridExportError):
+    """The job did not finish within the polling bounds (attempts or total wait)."""
+
+
+class UnsafeUrl(OmboriGridExportError):
+    """A download URL (or a redirect) points somewhere this tool refuses to connect to."""
+
+
+class DownloadUrlExpired(OmboriGridExportError):
+    """The presigned download URL was refused (403) even after getting a fresh one."""
+
+    retryable = True
+
+
+class TransferFailed(OmboriGridExportError):
+    """Streaming the file into S3 failed after bounded attempts; nothing was landed."""
+
+    retryable = True
+
+
+class IntegrityError(OmboriGridExportError):
+    """The bytes received are not what the job promised (size, format or checksum); nothing was landed."""
+
+
+class LandingConflict(OmboriGridExportError):
+    """A different object already sits under the final key and replacing it was not requested."""

@@ -1,0 +1,103 @@
+"""Settings, parsed once from the environment into a validated model.
+
+Nothing else in the package reads ``os.environ``: handlers and the CLI build a :class:`Settings` and pass
+what is needed down. Names are a contract (see README "Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+from .layout import DEFAULT_KEY_TEMPLATE, KeyLayout
+
+DEFAULT_API_URL = "https://api.omborigrid.com"
+MIB = 1024 * 1024
+DEFAULT_PART_SIZE = 16 * MIB
+DEFAULT_CONCURRENCY = 4
+DEFAULT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """How a file is moved from the download URL into S3."""
+
+    #: Minimum part size; the actual size grows with the file so that it fits in 10,000 parts.
+    part_size: int = DEFAULT_PART_SIZE
+    #: Parts read and uploaded at once when the source supports Range (memory ≈ concurrency × part size).
+    concurrency: int = DEFAULT_CONCURRENCY
+    #: Attempts per byte range (or for the whole stream when Range is not supported).
+    max_attempts: int = DEFAULT_ATTEMPTS
+    #: How many times an expired (403) download URL is refreshed by getting the job again.
+    max_url_refreshes: int = 3
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 5 * MIB <= self.part_size <= 5 * 1024 * MIB:
+            raise ConfigurationError("The transfer part size must be between 5 MiB and 5 GiB.")
+        if not 1 <= self.concurrency <= 64:
+            raise ConfigurationError("The transfer concurrency must be between 1 and 64.")
+        if not 1 <= self.max_attempts <= 20:
+            raise ConfigurationError("The transfer attempts must be between 1 and 20.")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    api_url: str = DEFAULT_API_URL
+    #: The token itself (CLI, local runs). In Lambda the token comes from Secrets Manager instead.
+    token: str | None = field(default=None, repr=False)
+    #: Name or ARN of the Secrets Manager secret holding the token (Lambda).
+    token_secret: str | None = None
+    allow_local_urls: bool = False
+    api_connect_timeout: float = 5.0
+    api_read_timeout: float = 30.0
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    layout: KeyLayout = field(default_factory=KeyLayout)
+    bucket: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.api_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigurationError(f"OMBORIGRID_API_URL {self.api_url!r} is not an http(s) URL.")
+        if parts.scheme == "http" and not self.allow_local_urls:
+            raise ConfigurationError(
+                "OMBORIGRID_API_URL uses plain http; set OMBORIGRID_ALLOW_LOCAL_URLS=1 only for a local simulator."
+            )
+        if parts.query or parts.fragment or parts.username:
+            raise ConfigurationError("OMBORIGRID_API_URL must not carry a query, fragment or credentials.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        transfer = TransferSettings(
+            part_size=_int(env, "OMBORIGRID_PART_SIZE_MIB", DEFAULT_PART_SIZE // MIB) * MIB,
+            concurrency=_int(env, "OMBORIGRID_TRANSFER_CONCURRENCY", DEFAULT_CONCURRENCY),
+            max_attempts=_int(env, "OMBORIGRID_TRANSFER_ATTEMPTS", DEFAULT_ATTEMPTS),
+        )
+        layout = KeyLayout(
+            prefix=env.get("EXPORT_PREFIX", ""),
+            template=env.get("EXPORT_KEY_TEMPLATE") or DEFAULT_KEY_TEMPLATE,
+        )
+        return cls(
+            api_url=(env.get("OMBORIGRID_API_URL") or DEFAULT_API_URL).rstrip("/"),
+            token=env.get("OMBORIGRID_TOKEN") or None,
+            token_secret=env.get("OMBORIGRID_TOKEN_SECRET") or None,
+            allow_local_urls=env.get("OMBORIGRID_ALLOW_LOCAL_URLS", "") in ("1", "true", "yes"),
+            transfer=transfer,
+            layout=layout,
+            bucket=env.get("EXPORT_BUCKET") or None,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}.") from None
