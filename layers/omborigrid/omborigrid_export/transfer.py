@@ -464,7 +464,7 @@ class Transfer:
         try:
             ranged, first = self._probe(source, upload)
             if ranged:
-                finished = self._ranged(source, upload, time_left, stats)
+                finished = self._ranged(source, upload, first, time_left, stats)
             else:
                 self._streamed(source, upload, first, stats)
                 finished = True
@@ -493,11 +493,14 @@ class Transfer:
         return _Upload.resume(self._s3, resume)
 
     def _probe(self, source: _Source, upload: _Upload) -> tuple[bool, requests.Response | None]:
-        """Find out whether the source serves ranges. Returns (ranged, a 200 response to stream or None)."""
+        """Find out whether the source serves ranges, by asking for the first missing part.
+
+        Returns (ranged, response): a 206 for that part (its body becomes the part), or a 200 to stream.
+        """
         start, end = upload.first_missing_range()
         if start is None:
             return True, None
-        for _attempt in range(self._settings.max_attempts):
+        for attempt in range(self._settings.max_attempts):
             try:
                 response, _gen = source.open(start, end)
             except _UrlExpired:
@@ -511,15 +514,14 @@ class Transfer:
                 return False, ignored.response
             except requests.RequestException as exc:
                 logger.warning("probe of %s failed (%s); retrying", source.host, describe_exception(exc))
-                self._sleep(min(2.0**_attempt, 10.0))
+                self._sleep(min(2.0**attempt, 10.0))
                 continue
             try:
                 self._check_content_range(response, start, end, upload.size, source.host)
             except BaseException:
                 response.close()
                 raise
-            response.close()  # the probe's body is not consumed: parts are fetched independently
-            return True, None
+            return True, response
         raise TransferFailed(
             f"Could not start the download from {source.host} after {self._settings.max_attempts} attempts."
         )
@@ -545,10 +547,14 @@ class Transfer:
         self,
         source: _Source,
         upload: _Upload,
+        first: requests.Response | None,
         time_left: Callable[[], float] | None,
         stats: _Stats,
     ) -> bool:
-        """Fetch and upload every missing part. False when the deadline stopped it early."""
+        """Fetch and upload every missing part. False when the deadline stopped it early.
+
+        ``first`` is the probe's open 206 response for the first missing part; it is used, not refetched.
+        """
         todo = deque(upload.missing_parts())
         concurrency = min(self._settings.concurrency, max(1, len(todo)))
         in_flight: set[Future[tuple[PartRecord, float]]] = set()
@@ -561,7 +567,8 @@ class Transfer:
                         if time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS + 2 * slowest:
                             todo.clear()
                             break
-                        in_flight.add(pool.submit(self._timed_part, source, upload, todo.popleft(), stats))
+                        opened, first = first, None
+                        in_flight.add(pool.submit(self._timed_part, source, upload, todo.popleft(), stats, opened))
                     if not in_flight:
                         break
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -573,14 +580,21 @@ class Transfer:
                 for future in in_flight:
                     future.cancel()
                 raise
+            finally:
+                if first is not None:
+                    first.close()
         return not upload.missing_parts()
 
-    def _timed_part(self, source: _Source, upload: _Upload, number: int, stats: _Stats) -> tuple[PartRecord, float]:
+    def _timed_part(
+        self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None
+    ) -> tuple[PartRecord, float]:
         started = self._clock()
-        record = self._fetch_part(source, upload, number, stats)
+        record = self._fetch_part(source, upload, number, stats, opened)
         return record, self._clock() - started
 
-    def _fetch_part(self, source: _Source, upload: _Upload, number: int, stats: _Stats) -> PartRecord:
+    def _fetch_part(
+        self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None = None
+    ) -> PartRecord:
         start, end = upload.part_range(number)
         length = end - start + 1
         buffer = bytearray()
@@ -588,7 +602,10 @@ class Transfer:
         while len(buffer) < length:
             generation = source.generation
             try:
-                response, generation = source.open(start + len(buffer), end)
+                if opened is not None:
+                    response, opened = opened, None
+                else:
+                    response, generation = source.open(start + len(buffer), end)
                 if buffer:
                     stats.add("resumes")
                 with response:

@@ -1,0 +1,227 @@
+"""The verified streaming transfer against the simulator (real HTTP) and moto's S3 server.
+
+Each fault ends in one of two ways: a byte-identical object under the final key, or a typed failure with
+nothing under the final key and no multipart upload left open.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import pytest
+
+from omborigrid_export import checksum
+from omborigrid_export.client import OmboriGridClient
+from omborigrid_export.errors import (
+    DownloadUrlExpired,
+    IntegrityError,
+    LandingConflict,
+    TransferFailed,
+    UnsafeUrl,
+)
+from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
+from omborigrid_export.settings import MIB, TransferSettings
+from omborigrid_export.transfer import Transfer
+from tests.conftest import TENANT, object_keys, open_uploads
+
+FAST = TransferSettings(part_size=5 * MIB, concurrency=3, max_attempts=4)
+
+
+def done_job(sim: Any, client: OmboriGridClient, day: str = "2026-11-01") -> ExportJob:
+    job = client.create_job(ExportRequest.parse(TENANT, day, day))
+    deadline = time.monotonic() + 30
+    while job.status is not JobStatus.DONE:
+        assert time.monotonic() < deadline, "the simulator job never finished"
+        time.sleep(0.05)
+        job = client.get_job(job.id)
+    return job
+
+
+@pytest.fixture
+def client(simulator: Any) -> OmboriGridClient:
+    return OmboriGridClient(simulator.base_url, simulator.token)
+
+
+def land(s3: Any, client: OmboriGridClient, job: ExportJob, bucket: str, **kwargs: Any) -> Any:
+    transfer = Transfer(
+        s3, kwargs.pop("settings", FAST), allow_local_urls=kwargs.pop("allow_local", True), sleep=lambda _s: None
+    )
+    return transfer.land(job, lambda: client.get_job(job.id), bucket=bucket, key=kwargs.pop("key", "k/file"), **kwargs)
+
+
+def source_bytes(sim: Any, job: ExportJob) -> bytes:
+    return sim.job_file(job.id).read_bytes()
+
+
+def assert_identical(s3: Any, bucket: str, key: str, expected: bytes) -> None:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert len(body) == len(expected)
+    assert body == expected
+
+
+def assert_nothing_landed(s3: Any, bucket: str) -> None:
+    assert object_keys(s3, bucket) == []
+    assert open_uploads(s3, bucket) == []
+
+
+def test_given_a_multi_part_file_when_landed_then_object_is_identical_and_verified(simulator, client, s3, bucket):
+    simulator.configure(target_bytes=12 * MIB)
+    job = done_job(simulator, client)
+    outcome = land(s3, client, job, bucket)
+    landed = outcome.landed
+    expected = source_bytes(simulator, job)
+    assert_identical(s3, bucket, "k/file", expected)
+    assert landed.bytes == len(expected) == job.file_size
+    assert landed.parts == 3
+    assert landed.ranged is True
+    assert landed.content_kind == "parquet"
+    assert landed.checksum_crc32 == checksum.to_base64(zlib.crc32(expected))
+    head = s3.head_object(Bucket=bucket, Key="k/file", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == landed.checksum_crc32
+    assert head["Metadata"]["omborigrid-job-id"] == job.id
+    # Every part came as its own byte range.
+    ranges = [r for r in simulator.stats().download_ranges if r]
+    assert {"bytes=0-5242879", "bytes=5242880-10485759"} <= set(ranges)
+    assert open_uploads(s3, bucket) == []
+
+
+def test_given_a_landed_object_when_landed_again_then_nothing_is_downloaded_or_rewritten(simulator, client, s3, bucket):
+    job = done_job(simulator, client)
+    first = land(s3, client, job, bucket).landed
+    downloads = simulator.stats().by_route.get("GET /download", 0)
+    second = land(s3, client, job, bucket).landed
+    assert second.already_existed is True
+    assert first.already_existed is False
+    assert second.checksum_crc32 == first.checksum_crc32
+    assert simulator.stats().by_route.get("GET /download", 0) == downloads
+
+
+def test_given_a_dropped_connection_mid_part_then_it_resumes_from_the_last_byte(simulator, client, s3, bucket):
+    simulator.configure(target_bytes=7 * MIB)
+    job = done_job(simulator, client)
+    simulator.configure(drop_after_bytes=3 * MIB + 17, drop_count=1)
+    outcome = land(s3, client, job, bucket, settings=TransferSettings(part_size=5 * MIB, concurrency=1))
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+    stats = simulator.stats()
+    assert stats.connections_dropped == 1
+    # The resume asked for exactly the bytes after the ones received.
+    resume_ranges = [
+        r
+        for r in stats.download_ranges
+        if r and r.startswith("bytes=") and r.split("=")[1].split("-")[0] not in ("0", "5242880")
+    ]
+    assert resume_ranges, stats.download_ranges
+    start = int(resume_ranges[0].split("=")[1].split("-")[0])
+    assert 0 < start < 5 * MIB or 5 * MIB < start
+    assert outcome.landed.stats["resumes"] == 1
+
+
+def test_given_a_source_that_ignores_range_and_drops_then_the_stream_restarts_cleanly(simulator, client, s3, bucket):
+    simulator.configure(target_bytes=11 * MIB)
+    job = done_job(simulator, client)
+    simulator.configure(ignore_range=True, drop_after_bytes=6 * MIB, drop_count=1)
+    outcome = land(s3, client, job, bucket)
+    landed = outcome.landed
+    assert landed.ranged is False
+    assert landed.stats["restarts"] == 1
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+    assert open_uploads(s3, bucket) == []
+
+
+def test_given_an_expired_download_url_then_a_fresh_one_is_fetched(simulator, client, s3, bucket):
+    job = done_job(simulator, client)
+    gets_before = simulator.stats().by_route.get("GET /api/analytics-export-job", 0)
+    simulator.configure(expire_next_downloads=2)
+    outcome = land(s3, client, job, bucket)
+    assert outcome.landed.stats["url_refreshes"] == 2
+    assert simulator.stats().by_route["GET /api/analytics-export-job"] == gets_before + 2
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+
+
+def test_given_urls_that_never_stop_expiring_then_it_fails_cleanly(simulator, client, s3, bucket):
+    job = done_job(simulator, client)
+    simulator.configure(expire_next_downloads=100)
+    with pytest.raises(DownloadUrlExpired) as caught:
+        land(s3, client, job, bucket)
+    assert "X-Sim-Signature" not in str(caught.value)
+    assert "127.0.0.1" in str(caught.value)
+    assert_nothing_landed(s3, bucket)
+
+
+@pytest.mark.parametrize("delta", [10, -10])
+def test_given_a_file_size_that_lies_then_nothing_lands(simulator, client, s3, bucket, delta):
+    simulator.configure(file_size_delta=delta)
+    job = done_job(simulator, client)
+    with pytest.raises(IntegrityError, match="fileSize"):
+        land(s3, client, job, bucket)
+    assert_nothing_landed(s3, bucket)
+
+
+def test_given_a_file_size_that_lies_on_a_stream_source_then_nothing_lands(simulator, client, s3, bucket):
+    simulator.configure(file_size_delta=-5, ignore_range=True)
+    job = done_job(simulator, client)
+    with pytest.raises(IntegrityError):
+        land(s3, client, job, bucket)
+    assert_nothing_landed(s3, bucket)
+
+
+def test_given_a_zip_delivery_named_parquet_then_it_is_recognised_by_its_bytes(simulator, client, s3, bucket):
+    simulator.configure(delivery="zip", filename_override="export.parquet")
+    job = done_job(simulator, client)
+    landed = land(s3, client, job, bucket).landed
+    assert job.filename == "export.parquet"
+    assert landed.content_kind == "zip"
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+
+
+def test_given_a_loopback_url_without_permission_then_it_is_refused_before_connecting(simulator, client, s3, bucket):
+    job = done_job(simulator, client)
+    downloads = simulator.stats().by_route.get("GET /download", 0)
+    with pytest.raises(UnsafeUrl, match="only https is followed"):
+        land(s3, client, job, bucket, allow_local=False)
+    assert simulator.stats().by_route.get("GET /download", 0) == downloads
+    assert_nothing_landed(s3, bucket)
+
+
+def test_given_connections_that_keep_dropping_then_it_fails_cleanly(simulator, client, s3, bucket):
+    job = done_job(simulator, client)
+    simulator.configure(drop_after_bytes=100, drop_count=50)
+    with pytest.raises(TransferFailed, match="failed 4 times"):
+        land(s3, client, job, bucket)
+    assert_nothing_landed(s3, bucket)
+
+
+def test_given_a_different_object_under_the_key_then_it_is_kept_unless_replacing(simulator, client, s3, bucket):
+    job = done_job(simulator, client)
+    s3.put_object(Bucket=bucket, Key="k/file", Body=b"older export")
+    with pytest.raises(LandingConflict, match="not replaced unless forced"):
+        land(s3, client, job, bucket)
+    assert s3.get_object(Bucket=bucket, Key="k/file")["Body"].read() == b"older export"
+    land(s3, client, job, bucket, replace=True)
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+
+
+def test_given_a_deadline_then_a_checkpoint_is_returned_and_the_next_call_resumes(simulator, client, s3, bucket):
+    simulator.configure(target_bytes=16 * MIB)
+    job = done_job(simulator, client)
+    settings = TransferSettings(part_size=5 * MIB, concurrency=1)
+    calls = {"n": 0}
+
+    def two_parts_of_time() -> float:
+        calls["n"] += 1
+        return 1000.0 if calls["n"] <= 2 else 0.0
+
+    first = land(s3, client, job, bucket, settings=settings, time_left=two_parts_of_time)
+    assert first.landed is None
+    checkpoint = first.checkpoint
+    assert [p.number for p in checkpoint.parts] == [1, 2]
+    assert object_keys(s3, bucket) == []  # nothing visible yet
+    resumed = land(s3, client, job, bucket, settings=settings, resume=type(checkpoint).from_dict(checkpoint.to_dict()))
+    assert resumed.landed is not None
+    assert resumed.landed.parts == 4
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+    # The resumed call fetched only the missing parts.
+    ranges = [r for r in simulator.stats().download_ranges if r]
+    assert ranges.count("bytes=0-5242879") == 1
