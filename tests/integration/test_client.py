@@ -1,0 +1,187 @@
+"""The API client against the simulator over real HTTP: retries, the POST rule, auth, validation.
+
+The simulator counts what the client actually sent, so each test checks requests, not just outcomes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from omborigrid_export.client import OmboriGridClient, build_retry
+from omborigrid_export.errors import (
+    AmbiguousCreate,
+    ApiUnavailable,
+    AuthError,
+    ExportFailed,
+    InvalidApiResponse,
+    JobNotFound,
+    RequestRejected,
+)
+from omborigrid_export.models import ExportRequest, JobStatus
+from tests.conftest import TENANT, free_port
+
+REQUEST = ExportRequest.parse(TENANT, "2026-11-01", "2026-11-01")
+POST = "POST /api/analytics-export-job"
+GET = "GET /api/analytics-export-job"
+
+
+def fast_client(sim: Any, token: Any = None, **kwargs: Any) -> OmboriGridClient:
+    retry = build_retry(attempts=kwargs.pop("attempts", 3), backoff=0.01, retry_after_cap=kwargs.pop("cap", 2))
+    return OmboriGridClient(sim.base_url, token or sim.token, retry=retry, **kwargs)
+
+
+def posts(sim: Any) -> int:
+    return int(sim.stats().by_route.get(POST, 0))
+
+
+def test_given_valid_input_when_creating_and_polling_then_the_job_is_typed(simulator):
+    client = fast_client(simulator)
+    job = client.create_job(REQUEST)
+    assert job.status is JobStatus.QUEUED
+    assert job.request == REQUEST
+    assert job.expires_at is not None
+    assert job.created_at is not None
+    assert job.filename.endswith(".parquet")
+    deadline = time.monotonic() + 10
+    while job.status is not JobStatus.DONE:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        job = client.get_job(job.id)
+    assert job.file_size == simulator.job_file(job.id).stat().st_size
+    assert job.download_url is not None
+    assert job.download_url not in repr(job)
+    assert "downloadUrl" not in job.to_public_dict()
+
+
+def test_given_a_wrong_token_then_auth_error_names_the_cause_not_the_token(simulator):
+    client = fast_client(simulator, token="wrong-secret-token")
+    with pytest.raises(AuthError) as caught:
+        client.create_job(REQUEST)
+    assert "wrong-secret-token" not in str(caught.value)
+    assert "expired" in str(caught.value)
+    assert simulator.stats().jobs_created == 0
+
+
+def test_given_a_401_then_the_token_is_read_again_once(simulator):
+    calls: list[bool] = []
+
+    def rotating(*, refresh: bool = False) -> str:
+        calls.append(refresh)
+        return simulator.token if refresh else "stale-token"
+
+    job = fast_client(simulator, token=rotating).create_job(REQUEST)
+    assert job.tenant_id == TENANT
+    assert calls == [False, True]
+
+
+def test_given_a_rejected_request_then_the_server_message_is_shown(simulator):
+    simulator.configure(fail_next=[{"status": 400, "body": '{"message": "dataDateTo is too far in the future"}'}])
+    with pytest.raises(RequestRejected, match="too far in the future"):
+        fast_client(simulator).create_job(REQUEST)
+
+
+def test_given_an_unknown_job_then_job_not_found(simulator):
+    with pytest.raises(JobNotFound, match="0123456789abcdef01234567"):
+        fast_client(simulator).get_job("0123456789abcdef01234567")
+
+
+def test_given_429_with_retry_after_then_post_is_retried_after_the_wait(simulator):
+    simulator.configure(fail_next=[{"status": 429, "retry_after": 1, "count": 2}])
+    started = time.monotonic()
+    job = fast_client(simulator).create_job(REQUEST)
+    elapsed = time.monotonic() - started
+    assert job.id
+    assert posts(simulator) == 3
+    assert simulator.stats().jobs_created == 1
+    assert elapsed >= 1.8  # two Retry-After waits of 1 s were honoured
+
+
+def test_given_a_huge_retry_after_then_the_wait_is_capped(simulator):
+    simulator.configure(fail_next=[{"status": 429, "retry_after": 3600, "count": 1}])
+    started = time.monotonic()
+    fast_client(simulator, cap=1).create_job(REQUEST)
+    assert time.monotonic() - started < 5
+
+
+def test_given_a_503_burst_then_post_is_retried_and_creates_one_job(simulator):
+    simulator.configure(fail_next=[{"status": 503, "count": 2}])
+    fast_client(simulator).create_job(REQUEST)
+    assert posts(simulator) == 3
+    assert simulator.stats().jobs_created == 1
+
+
+def test_given_a_500_after_create_then_post_is_not_repeated(simulator):
+    simulator.configure(fail_next=[{"status": 500, "methods": ["POST"], "after_create": True}])
+    with pytest.raises(AmbiguousCreate, match="may or may not exist"):
+        fast_client(simulator).create_job(REQUEST)
+    assert posts(simulator) == 1
+    assert simulator.stats().jobs_created == 1  # the job exists: repeating would have made two
+
+
+def test_given_a_read_timeout_on_post_then_it_is_ambiguous_and_not_repeated(simulator):
+    simulator.configure(fail_next=[{"delay": 2.0, "methods": ["POST"]}])
+    with pytest.raises(AmbiguousCreate):
+        fast_client(simulator, read_timeout=0.5).create_job(REQUEST)
+    assert posts(simulator) == 1
+
+
+def test_given_a_closed_connection_on_post_then_it_is_ambiguous(simulator):
+    simulator.configure(fail_next=[{"close": True, "methods": ["POST"], "after_create": True}])
+    with pytest.raises(AmbiguousCreate):
+        fast_client(simulator).create_job(REQUEST)
+    assert posts(simulator) == 1
+
+
+def test_given_5xx_on_get_then_get_is_retried(simulator):
+    job = fast_client(simulator).create_job(REQUEST)
+    simulator.configure(fail_next=[{"status": 500, "count": 1}, {"status": 502, "count": 1}])
+    assert fast_client(simulator).get_job(job.id).id == job.id
+    assert simulator.stats().by_route[GET] == 3
+
+
+def test_given_a_read_timeout_on_get_then_get_is_retried(simulator):
+    job = fast_client(simulator).create_job(REQUEST)
+    simulator.configure(fail_next=[{"delay": 1.5, "methods": ["GET"]}])
+    assert fast_client(simulator, read_timeout=0.5).get_job(job.id).id == job.id
+    assert simulator.stats().by_route[GET] == 2
+
+
+def test_given_persistent_503_then_api_unavailable_after_bounded_retries(simulator):
+    job = fast_client(simulator).create_job(REQUEST)
+    simulator.configure(fail_next=[{"status": 503, "count": 50}])
+    with pytest.raises(ApiUnavailable, match="HTTP 503"):
+        fast_client(simulator, attempts=2).get_job(job.id)
+    assert simulator.stats().by_route[GET] == 3
+
+
+def test_given_a_refused_connection_then_post_is_retried_and_reported_unavailable():
+    client = OmboriGridClient(f"http://127.0.0.1:{free_port()}", "t", retry=build_retry(attempts=2, backoff=0.01))
+    with pytest.raises(ApiUnavailable, match="unreachable"):
+        client.create_job(REQUEST)
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "match"),
+    [
+        ("not json", InvalidApiResponse, "not JSON"),
+        ('{"id": "abc"}', InvalidApiResponse, "status"),
+        ('["a list"]', InvalidApiResponse, "list"),
+    ],
+)
+def test_given_a_malformed_body_then_a_typed_error_says_what_came_back(simulator, body, error, match):
+    simulator.configure(fail_next=[{"status": 200, "body": body, "methods": ["POST"]}])
+    with pytest.raises(error, match=match):
+        fast_client(simulator).create_job(REQUEST)
+
+
+def test_given_an_undocumented_final_status_then_the_export_failed(simulator):
+    simulator.configure(final_status="failed", queue_seconds=4, processing_seconds=0)
+    client = fast_client(simulator)
+    job = client.create_job(REQUEST)
+    assert job.status is JobStatus.QUEUED
+    time.sleep(0.5)  # 4 simulated seconds at time_scale 20
+    with pytest.raises(ExportFailed, match="'failed'"):
+        client.get_job(job.id)
