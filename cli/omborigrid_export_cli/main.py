@@ -263,18 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     try:
+        # simulate and demo own their arguments (including --help): pass them through untouched.
+        if args_list and args_list[0] == "simulate":
+            from omborigrid_local.simulator import main as simulate_main
+
+            return int(simulate_main(args_list[1:]))
+        if args_list and args_list[0] == "demo":
+            from omborigrid_local.demo import main as demo_main
+
+            return int(demo_main(args_list[1:]))
         args = build_parser().parse_args(args_list)
         _configure_logging(debug, getattr(args, "verbose", False))
         if args.command == "run":
             return command_run(args)
-        if args.command == "simulate":
-            from omborigrid_local.simulator import main as simulate_main
-
-            return int(simulate_main(args.args))
-        if args.command == "demo":
-            from omborigrid_local.demo import main as demo_main
-
-            return int(demo_main(args.args))
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
