@@ -44,7 +44,7 @@ lint: install tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(TOOLS)/bin/sam validate --lint --region eu-west-1
+	SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam validate --lint --region eu-west-1
 	$(TOOLS)/bin/cfn-lint template.yaml
 	node_modules/.bin/asl-validator $(addprefix --json-path ,$(wildcard statemachine/*.asl.json))
 	$(TOOLS)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
@@ -61,8 +61,11 @@ demo: install
 bench: install
 	$(BIN)/python -m bench.run
 
+# sam build (no container) needs the function runtime, python3.13, on PATH: use pyenv's when it is not.
 build: tools
-	$(TOOLS)/bin/sam build
+	PATH="$$(dirname "$$(command -v python3.13 >/dev/null 2>&1 && python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null \
+	    || PYENV_VERSION=3.13.0 pyenv which python3.13 2>/dev/null || echo python3.13)"):$$PATH" \
+	    SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam build
 
 clean:
 	rm -rf $(VENV) $(TOOLS) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -40,8 +40,22 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, s
 
 
 def export_args(bucket: str, *extra: str, day_to: str = DAY) -> list[str]:
-    return ["--tenant", TENANT, "--from", DAY, "--to", day_to, "--dest", f"s3://{bucket}/lake",
-            "--poll-initial", "1", "--poll-max", "2", "--json", *extra]
+    return [
+        "--tenant",
+        TENANT,
+        "--from",
+        DAY,
+        "--to",
+        day_to,
+        "--dest",
+        f"s3://{bucket}/lake",
+        "--poll-initial",
+        "1",
+        "--poll-max",
+        "2",
+        "--json",
+        *extra,
+    ]
 
 
 def assert_identical(s3: Any, sim: Any, export: dict[str, Any]) -> None:
@@ -49,7 +63,9 @@ def assert_identical(s3: Any, sim: Any, export: dict[str, Any]) -> None:
     assert body == sim.job_file(export["jobId"]).read_bytes()
 
 
-def test_given_a_two_day_range_when_run_then_two_daily_exports_land_with_manifests(cli_env, simulator, s3, bucket, capsys):
+def test_given_a_two_day_range_when_run_then_two_daily_exports_land_with_manifests(
+    cli_env, simulator, s3, bucket, capsys
+):
     code, payload, err = run_cli(capsys, *export_args(bucket, day_to="2026-11-02"))
     assert code == 0, err
     exports = payload["exports"]
@@ -85,7 +101,10 @@ def test_given_a_rerun_then_nothing_is_downloaded_again(cli_env, simulator, buck
     ("args", "message"),
     [
         (["--tenant", "../evil", "--from", DAY, "--to", DAY, "--dest", "s3://b-ok/x"], "not acceptable"),
-        (["--tenant", TENANT, "--from", "2026-02-30", "--to", DAY, "--dest", "s3://b-ok/x"], "not a real calendar date"),
+        (
+            ["--tenant", TENANT, "--from", "2026-02-30", "--to", DAY, "--dest", "s3://b-ok/x"],
+            "not a real calendar date",
+        ),
         (["--tenant", TENANT, "--from", "2026-11-05", "--to", DAY, "--dest", "s3://b-ok/x"], "reversed"),
         (["--tenant", TENANT, "--from", DAY, "--to", DAY, "--dest", "/tmp/x"], "s3://"),
         (["--tenant", TENANT, "--from", DAY, "--to", DAY], "--dest"),
@@ -110,9 +129,24 @@ def test_given_no_token_then_exit_2(cli_env, bucket, capsys, monkeypatch):
 # "fail" knobs must exit 1 with the named error and leave nothing under the final key.
 FAULTS = [
     ("rate-limit", {"fail_next": [{"status": 429, "retry_after": 1, "count": 2}]}, "ok", None),
-    ("5xx-burst", {"fail_next": [{"status": 503, "count": 2}, {"status": 502, "methods": ["GET"], "count": 2}]}, "ok", None),
-    ("ambiguous-500", {"fail_next": [{"status": 500, "methods": ["POST"], "after_create": True}]}, "fail", "AmbiguousCreate"),
-    ("malformed-body", {"fail_next": [{"status": 200, "body": "<html>", "methods": ["GET"], "count": 9}]}, "fail", "InvalidApiResponse"),
+    (
+        "5xx-burst",
+        {"fail_next": [{"status": 503, "count": 2}, {"status": 502, "methods": ["GET"], "count": 2}]},
+        "ok",
+        None,
+    ),
+    (
+        "ambiguous-500",
+        {"fail_next": [{"status": 500, "methods": ["POST"], "after_create": True}]},
+        "fail",
+        "AmbiguousCreate",
+    ),
+    (
+        "malformed-body",
+        {"fail_next": [{"status": 200, "body": "<html>", "methods": ["GET"], "count": 9}]},
+        "fail",
+        "InvalidApiResponse",
+    ),
     ("dropped-connection", {"drop_after_bytes": 2 * MIB + 5, "drop_count": 2, "target_bytes": 8 * MIB}, "ok", None),
     ("slow-job", {"queue_seconds": 20, "processing_seconds": 40}, "ok", None),
     ("never-finishes", {"processing_seconds": None}, "fail", "ExportTimedOut"),
@@ -157,7 +191,11 @@ def test_the_console_script_reports_failures_in_one_sentence(cli_env, simulator,
     script = Path(sys.executable).with_name("omborigrid-export")
     result = subprocess.run(
         [str(script), "run", *export_args(bucket)[:-1]],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **cli_env}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **cli_env},
+        check=False,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import requests
+
 from omborigrid_local.simulator import Simulator, SimulatorConfig, SimulatorStats, main
 from omborigrid_local.simulator.cli import build_parser, config_from_args, parse_size
 

@@ -33,7 +33,13 @@ class KeyLayout:
                 "separated by single slashes."
             )
         object.__setattr__(self, "prefix", prefix)
-        fields = {name for _, name, _, _ in string.Formatter().parse(self.template) if name is not None}
+        parsed = list(string.Formatter().parse(self.template))
+        if any(spec or conversion for _, name, spec, conversion in parsed if name is not None):
+            raise ConfigurationError(
+                f"The key template {self.template!r} uses a format spec or conversion; only plain {{name}} "
+                "placeholders are allowed."
+            )
+        fields = {name for _, name, _, _ in parsed if name is not None}
         unknown = fields - PLACEHOLDERS
         if unknown:
             raise ConfigurationError(

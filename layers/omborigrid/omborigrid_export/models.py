@@ -45,7 +45,7 @@ def parse_date(value: object, *, what: str = "date") -> date:
     """A calendar date written strictly as YYYY-MM-DD."""
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
-    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+    if not isinstance(value, str) or not value.isascii() or not _DATE_RE.fullmatch(value):
         raise InvalidInput(f"The {what} {_quote(value)} is not a date in YYYY-MM-DD form.")
     try:
         return date.fromisoformat(value)
@@ -178,6 +178,11 @@ class ExportJob:
             )
         except InvalidInput as exc:
             raise InvalidApiResponse(f"The API returned an invalid job: {exc}") from None
+        if job.date_from > job.date_to:
+            raise InvalidApiResponse(
+                f"The API reported job {job.id} with a reversed date range "
+                f"{job.date_from.isoformat()}..{job.date_to.isoformat()}."
+            )
         if job.status is JobStatus.DONE and (job.download_url is None or job.file_size is None):
             raise InvalidApiResponse(f"The API reported job {job.id} as done but without downloadUrl or fileSize.")
         return job
@@ -223,6 +228,8 @@ def _api_date(body: Mapping[str, Any], key: str) -> date:
     # The seed documents YYYY-MM-DD; accept a midnight timestamp form too, but nothing vaguer.
     if "T" in value:
         parsed = parse_api_datetime(value, key)
+        if parsed.utcoffset() or parsed.time() != datetime.min.time():
+            raise InvalidApiResponse(f"The API response has '{key}' {_quote(value)}, which is not a date.")
         return parsed.date()
     return parse_date(value, what=f"'{key}' in the API response")
 
@@ -258,6 +265,8 @@ def _api_size(body: Mapping[str, Any]) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidApiResponse(f"The API response has a non-integer 'fileSize': {_quote(value)}.")
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         raise InvalidApiResponse(f"The API response has a non-integer 'fileSize': {_quote(value)}.")
     try:
         size = int(value)

@@ -89,7 +89,8 @@ class AdhocRequest:
         )
         if request.date_from > request.date_to:
             raise InvalidInput("dataDateFrom must not be after dataDateTo.")
-        if len(request.expand()) > MAX_REQUESTS_PER_EVENT:
+        days = (request.date_to - request.date_from).days + 1
+        if len(request.tenants) * (days if split == "daily" else 1) > MAX_REQUESTS_PER_EVENT:
             raise InvalidInput(f"One event may ask for at most {MAX_REQUESTS_PER_EVENT} exports; split it up.")
         return request
 

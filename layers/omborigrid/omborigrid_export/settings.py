@@ -38,11 +38,15 @@ class TransferSettings:
 
     def __post_init__(self) -> None:
         if not 5 * MIB <= self.part_size <= 5 * 1024 * MIB:
-            raise ConfigurationError("The transfer part size must be between 5 MiB and 5 GiB.")
+            raise ConfigurationError(
+                "The transfer part size (OMBORIGRID_PART_SIZE_MIB) must be between 5 MiB and 5 GiB."
+            )
         if not 1 <= self.concurrency <= 64:
-            raise ConfigurationError("The transfer concurrency must be between 1 and 64.")
+            raise ConfigurationError(
+                "The transfer concurrency (OMBORIGRID_TRANSFER_CONCURRENCY) must be between 1 and 64."
+            )
         if not 1 <= self.max_attempts <= 20:
-            raise ConfigurationError("The transfer attempts must be between 1 and 20.")
+            raise ConfigurationError("The transfer attempts (OMBORIGRID_TRANSFER_ATTEMPTS) must be between 1 and 20.")
 
 
 @dataclass(frozen=True, slots=True)

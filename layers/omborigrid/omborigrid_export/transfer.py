@@ -597,7 +597,7 @@ class Transfer:
     ) -> PartRecord:
         start, end = upload.part_range(number)
         length = end - start + 1
-        buffer = bytearray()
+        buffer = _Chunks()
         failures = 0
         while len(buffer) < length:
             generation = source.generation
@@ -615,7 +615,7 @@ class Transfer:
                             raise IntegrityError(
                                 f"The download on {source.host} sent more bytes than the range asked for."
                             )
-                        buffer += chunk
+                        buffer.append(chunk)
                         stats.add("bytes_received", len(chunk))
                         self._report(len(chunk), upload.size)
                 if len(buffer) < length:
@@ -635,7 +635,7 @@ class Transfer:
                     ) from None
                 logger.info("part %d: %s after %d bytes; resuming", number, describe_exception(exc), len(buffer))
                 self._sleep(min(0.2 * 2**failures, 5.0))
-        return upload.upload_part(number, buffer, start)
+        return upload.upload_part(number, buffer.take(length), start)
 
     # Stream mode: the source ignores Range, so the body is read in order and cut into parts.
 
@@ -668,7 +668,7 @@ class Transfer:
         received = 0
         number = 1
         failures = 0
-        buffer = bytearray()
+        buffer = _Chunks()
         limit = max(1, min(self._settings.concurrency, 2))
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="upload") as pool:
             in_flight: set[Future[PartRecord]] = set()
@@ -682,7 +682,7 @@ class Transfer:
                             in_flight = set()
                             upload.reset()
                             self._report(-received, upload.size)
-                            received, number, buffer = 0, 1, bytearray()
+                            received, number, buffer = 0, 1, _Chunks()
                     if received == 0:
                         self._check_length(response, upload.size, source.host)
                     with response:
@@ -692,14 +692,13 @@ class Transfer:
                                     f"The download on {source.host} is longer than the job's fileSize of "
                                     f"{upload.size} bytes; not landing it."
                                 )
-                            buffer += chunk
+                            buffer.append(chunk)
                             received += len(chunk)
                             stats.add("bytes_received", len(chunk))
                             self._report(len(chunk), upload.size)
                             while len(buffer) >= upload.part_size:
                                 in_flight = self._collect(upload, in_flight, limit=limit - 1)
-                                data = bytes(buffer[: upload.part_size])
-                                del buffer[: upload.part_size]
+                                data = buffer.take(upload.part_size)
                                 start = (number - 1) * upload.part_size
                                 in_flight.add(pool.submit(upload.upload_part, number, data, start))
                                 number += 1
@@ -726,7 +725,7 @@ class Transfer:
                     self._sleep(min(0.2 * 2**failures, 5.0))
             if buffer:
                 start = (number - 1) * upload.part_size
-                in_flight.add(pool.submit(upload.upload_part, number, bytes(buffer), start))
+                in_flight.add(pool.submit(upload.upload_part, number, buffer.take(len(buffer)), start))
             self._collect(upload, in_flight, limit=0)
 
     @staticmethod
@@ -816,6 +815,37 @@ class Transfer:
             "ranged" if ranged else "streamed",
         )
         return landed
+
+
+class _Chunks:
+    """Received bytes kept as a list of chunks and joined once per part: one copy, not three."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+
+    def take(self, n: int) -> bytes:
+        """Remove and return the first ``n`` bytes."""
+        taken: list[bytes] = []
+        need = n
+        while need:
+            chunk = self._chunks[0]
+            if len(chunk) <= need:
+                taken.append(self._chunks.pop(0))
+                need -= len(chunk)
+            else:
+                taken.append(chunk[:need])
+                self._chunks[0] = chunk[need:]
+                need = 0
+        self._size -= n
+        return b"".join(taken)
 
 
 class _Truncated(Exception):
@@ -955,7 +985,7 @@ class _Upload:
         with self._lock:
             self.parts[record.number] = record
 
-    def upload_part(self, number: int, data: bytes | bytearray, start: int) -> PartRecord:
+    def upload_part(self, number: int, data: bytes, start: int) -> PartRecord:
         if not data:
             raise IntegrityError("An empty part cannot be uploaded.")
         self._capture_edges(data, start)
@@ -966,14 +996,14 @@ class _Upload:
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=bytes(data),
+                Body=data,
                 ChecksumCRC32=checksum.to_base64(crc),
             )
         except ClientError as exc:
             raise TransferFailed(f"Uploading part {number} to S3 failed: {describe_exception(exc)}") from None
         return PartRecord(number, len(data), crc, response["ETag"])
 
-    def _capture_edges(self, data: bytes | bytearray, start: int) -> None:
+    def _capture_edges(self, data: bytes, start: int) -> None:
         end = start + len(data)
         with self._lock:
             if start == 0:

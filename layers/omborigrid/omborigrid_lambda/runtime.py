@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+
 from omborigrid_export.client import OmboriGridClient, TokenProvider
 from omborigrid_export.errors import ConfigurationError
 from omborigrid_export.exporter import Exporter

@@ -1,0 +1,222 @@
+"""The pure parts of transfer.py: part sizing, format detection by bytes, and the resumable checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import zipfile
+from typing import Any
+
+import pytest
+
+from omborigrid_export.errors import IntegrityError, InvalidInput
+from omborigrid_export.transfer import (
+    MAX_OBJECT_SIZE,
+    MAX_PARTS,
+    TAIL_BYTES,
+    Checkpoint,
+    PartRecord,
+    choose_part_size,
+    detect_kind,
+)
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+MIN_PART = 16 * MIB
+
+
+# --- choose_part_size ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, MIB, MIN_PART, 10 * GIB])
+def test_given_small_or_moderate_file_when_part_size_chosen_then_minimum(size: int) -> None:
+    assert choose_part_size(size, MIN_PART) == MIN_PART
+
+
+@pytest.mark.parametrize("size", [100 * GIB, 1 * TIB, 3 * TIB + 12345, MAX_OBJECT_SIZE])
+@pytest.mark.parametrize("minimum", [5 * MIB, MIN_PART])
+def test_given_large_file_when_part_size_chosen_then_fits_in_ten_thousand_whole_mib_parts(
+    size: int, minimum: int
+) -> None:
+    part = choose_part_size(size, minimum)
+
+    assert part >= minimum
+    assert part % MIB == 0
+    assert math.ceil(size / part) <= MAX_PARTS
+    # Not wastefully large: one MiB less would either break the minimum or the part limit.
+    assert part - MIB < minimum or math.ceil(size / (part - MIB)) > MAX_PARTS
+
+
+def test_given_hundred_gib_when_part_size_chosen_then_eleven_mib() -> None:
+    # 100 GiB / 10,000 = 10.24 MiB -> 11 MiB (with a 5 MiB minimum).
+    assert choose_part_size(100 * GIB, 5 * MIB) == 11 * MIB
+    assert math.ceil(100 * GIB / (11 * MIB)) == 9310
+
+
+def test_given_five_tib_when_part_size_chosen_then_at_most_ten_thousand_parts() -> None:
+    part = choose_part_size(5 * TIB, 5 * MIB)
+    assert part == 525 * MIB
+    assert math.ceil(5 * TIB / part) <= MAX_PARTS
+
+
+def test_given_minimum_not_whole_mib_when_part_size_chosen_then_rounded_up_to_mib() -> None:
+    assert choose_part_size(10, 5 * MIB + 1) == 6 * MIB
+
+
+@pytest.mark.parametrize("size", [MAX_OBJECT_SIZE + 1, 6 * TIB])
+def test_given_more_than_five_tib_when_part_size_chosen_then_integrity_error(size: int) -> None:
+    with pytest.raises(IntegrityError, match="5 TiB"):
+        choose_part_size(size, MIN_PART)
+
+
+# --- detect_kind --------------------------------------------------------------------------------
+
+
+def zip_bytes(comment: bytes = b"") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("analytics.parquet", b"PAR1" + b"\0" * 100 + b"PAR1")
+        archive.comment = comment
+    return buffer.getvalue()
+
+
+def test_given_parquet_magic_at_both_ends_when_detected_then_parquet() -> None:
+    assert detect_kind(b"PAR1\x15\x04", b"\x00\x00PAR1") == "parquet"
+
+
+@pytest.mark.parametrize(("head", "tail"), [(b"PAR1xx", b"xxxx"), (b"xxxx", b"PAR1"), (b"PAR", b"PAR1"), (b"", b"")])
+def test_given_parquet_magic_at_one_end_only_when_detected_then_none(head: bytes, tail: bytes) -> None:
+    assert detect_kind(head, tail) is None
+
+
+def test_given_real_zip_when_detected_then_zip() -> None:
+    data = zip_bytes()
+    assert detect_kind(data[:4096], data[-TAIL_BYTES:]) == "zip"
+
+
+def test_given_zip_with_long_comment_when_tail_covers_it_then_zip() -> None:
+    # The end-of-central-directory record sits before the comment, up to 64 KiB from the end.
+    data = zip_bytes(comment=b"c" * 65_535)
+    assert detect_kind(data[:4096], data[-TAIL_BYTES:]) == "zip"
+
+
+def test_given_zip_header_without_end_record_in_tail_when_detected_then_none() -> None:
+    data = zip_bytes()
+    truncated = data[: data.rfind(b"PK\x05\x06")]
+    assert detect_kind(truncated[:4096], truncated[-TAIL_BYTES:]) is None
+
+
+def test_given_end_record_without_zip_header_when_detected_then_none() -> None:
+    assert detect_kind(b"GARBAGE!", b"...PK\x05\x06" + b"\0" * 18) is None
+
+
+@pytest.mark.parametrize(
+    ("head", "tail"),
+    [(b"<html>", b"</html>"), (b"\x1f\x8b\x08\x00", b"\0\0\0\0"), (b"PK\x05\x06", b"PK\x05\x06"), (b"par1", b"par1")],
+)
+def test_given_other_bytes_when_detected_then_none(head: bytes, tail: bytes) -> None:
+    assert detect_kind(head, tail) is None
+
+
+def test_given_zip_named_parquet_that_even_ends_in_par1_when_detected_then_zip_by_bytes() -> None:
+    # detect_kind never sees the file name: a zip delivered as "x.parquet" (holding a parquet member, and
+    # here with "PAR1" as its last bytes) is still a zip, because it does not start with the parquet magic.
+    data = zip_bytes(comment=b"PAR1")
+    assert data.endswith(b"PAR1")
+    assert detect_kind(data[:4096], data[-TAIL_BYTES:]) == "zip"
+
+
+# --- Checkpoint ---------------------------------------------------------------------------------
+
+
+def checkpoint(**overrides: Any) -> Checkpoint:
+    values: dict[str, Any] = {
+        "job_id": "job-1",
+        "bucket": "lake",
+        "key": "raw/tenant=t/dt=2026-01-01/f.parquet",
+        "upload_id": "upload~1/abc",
+        "size": 40 * MIB + 5,
+        "part_size": 16 * MIB,
+        "parts": (
+            PartRecord(1, 16 * MIB, 0xCBF43926, '"etag-1"'),
+            PartRecord(3, 8 * MIB + 5, 0xFFFFFFFF, '"etag-3"'),
+        ),
+        "head": b"PAR1\x00\xff",
+        "tail": bytes(range(256)),
+    }
+    values.update(overrides)
+    return Checkpoint(**values)
+
+
+def test_given_checkpoint_when_to_dict_then_json_safe_with_bytes_done() -> None:
+    data = checkpoint().to_dict()
+
+    assert json.loads(json.dumps(data)) == data
+    assert data["bytesDone"] == 24 * MIB + 5
+    assert data["parts"][0] == {"n": 1, "size": 16 * MIB, "crc32": 0xCBF43926, "etag": '"etag-1"'}
+    assert base64.b64decode(data["head"]) == b"PAR1\x00\xff"
+    assert data["uploadId"] == "upload~1/abc"
+
+
+def test_given_checkpoint_when_round_tripped_through_json_then_equal() -> None:
+    original = checkpoint()
+    assert Checkpoint.from_dict(json.loads(json.dumps(original.to_dict()))) == original
+
+
+def test_given_checkpoint_without_parts_or_edges_when_round_tripped_then_equal() -> None:
+    original = checkpoint(parts=(), head=b"", tail=b"")
+    restored = Checkpoint.from_dict(original.to_dict())
+    assert restored == original
+    assert restored.bytes_done == 0
+
+
+def test_given_dict_without_head_and_tail_when_from_dict_then_empty_bytes() -> None:
+    data = checkpoint().to_dict()
+    del data["head"], data["tail"]
+    restored = Checkpoint.from_dict(data)
+    assert (restored.head, restored.tail) == (b"", b"")
+
+
+@pytest.mark.parametrize("data", [None, [], "checkpoint", 3])
+def test_given_non_object_when_from_dict_then_invalid_input(data: object) -> None:
+    with pytest.raises(InvalidInput, match="not an object"):
+        Checkpoint.from_dict(data)
+
+
+@pytest.mark.parametrize("field", ["jobId", "bucket", "key", "uploadId", "size", "partSize", "parts"])
+def test_given_missing_field_when_from_dict_then_invalid_input(field: str) -> None:
+    data = checkpoint().to_dict()
+    del data[field]
+    with pytest.raises(InvalidInput, match="checkpoint"):
+        Checkpoint.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size", "lots"),
+        ("size", None),
+        ("partSize", [16]),
+        ("parts", None),
+        ("parts", 5),
+        ("parts", [{"n": 1}]),
+        ("parts", [{"n": "one", "size": 1, "crc32": 1, "etag": "e"}]),
+        ("parts", [None]),
+        ("parts", "abc"),
+        ("head", "not base64!"),
+        ("tail", 12),
+    ],
+)
+def test_given_malformed_field_when_from_dict_then_invalid_input(field: str, value: object) -> None:
+    data = checkpoint().to_dict()
+    data[field] = value
+    with pytest.raises(InvalidInput, match="checkpoint"):
+        Checkpoint.from_dict(data)
+
+
+def test_given_part_record_when_round_tripped_then_equal() -> None:
+    record = PartRecord(7, 5 * MIB, 123, '"abc"')
+    assert PartRecord.from_dict(record.to_dict()) == record
