@@ -7,6 +7,7 @@ Exit codes (a contract): 0 every export landed; 1 an export failed (remote, tran
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -110,6 +111,7 @@ def command_run(args: argparse.Namespace, *, environ: dict[str, str] | None = No
 
     import boto3
     from botocore.config import Config
+
     from omborigrid_export.client import OmboriGridClient
     from omborigrid_export.exporter import Exporter
     from omborigrid_export.layout import KeyLayout
@@ -125,13 +127,11 @@ def command_run(args: argparse.Namespace, *, environ: dict[str, str] | None = No
     base = Settings.from_env(env)
     if not base.token:
         raise ConfigurationError("Set OMBORIGRID_TOKEN to an OmboriGrid access token (Grid console, Developer tab).")
-    layout = KeyLayout(prefix=prefix, template=env.get("EXPORT_KEY_TEMPLATE") or base.layout.template)
-    settings = Settings(
-        api_url=base.api_url,
-        token=base.token,
-        allow_local_urls=base.allow_local_urls,
-        transfer=base.transfer,
-        layout=layout,
+    # --dest gives the prefix; the templates come from the environment (or their defaults).
+    settings = dataclasses.replace(
+        base,
+        layout=KeyLayout(prefix=prefix, template=base.layout.template),
+        archive_layout=KeyLayout(prefix=prefix, template=base.archive_layout.template),
         bucket=bucket,
     )
     requests_ = []

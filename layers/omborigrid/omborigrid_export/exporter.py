@@ -13,14 +13,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
+from botocore.exceptions import ClientError
 
+from .archive import explode
 from .client import OmboriGridClient
-from .errors import ExportFailed
-from .manifest import build_manifest, read_manifest, write_manifest
+from .errors import ExportFailed, IntegrityError
+from .manifest import build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
 from .models import ExportJob, ExportRequest, JobStatus
 from .polling import PollState
+from .redact import describe_exception
 from .settings import Settings
-from .transfer import Checkpoint, ProgressCallback, Transfer, TransferOutcome
+from .transfer import ZIP_LOCAL_HEADER, Checkpoint, LandedObject, ProgressCallback, Transfer, TransferOutcome
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -92,12 +95,18 @@ class Exporter:
         resume: Checkpoint | None = None,
         time_left: Callable[[], float] | None = None,
         keep_upload_on_failure: bool = False,
+        previous_manifest_key: str | None = None,
     ) -> LandingResult:
+        """Land the job's file (or, for an archive, its members) and write the manifest.
+
+        ``previous_manifest_key`` names the manifest of an earlier landing of the same tenant/dates; with
+        ``replace`` its files that the new landing did not overwrite are removed afterwards, so a forced
+        re-export never leaves two copies of a day behind.
+        """
         # Always read the job again: the URL from an earlier check may have expired meanwhile.
         job = self.client.get_job(job_id)
         if job.status is not JobStatus.DONE:
             raise ExportFailed(f"Job {job.id} was expected to be done but is {job.status.value}.")
-        key = self.key_for(job)
         transfer = Transfer(
             self.s3,
             self.settings.transfer,
@@ -105,12 +114,33 @@ class Exporter:
             session_factory=self._session_factory,
             progress=self._progress,
         )
+
+        def refresh() -> ExportJob:
+            return self.client.get_job(job_id)
+
+        staging_key = self.settings.archive_layout.staging_key(
+            tenant_id=job.tenant_id, job_id=job.id, filename=job.filename
+        )
+        single_key = self.key_for(job)
+        if resume is None and not replace:
+            # A rerun of an export that already landed: answer without touching the source at all.
+            existing = transfer.existing(job, bucket=bucket, key=single_key)
+            if existing is not None:
+                manifest = read_manifest(self.s3, bucket, single_key) or build_manifest(job, existing, now=self._now())
+                manifest["alreadyExisted"] = True
+                return LandingResult(manifest=manifest)
+        if resume is not None:
+            is_archive = resume.key == staging_key
+        else:
+            # Decided by the bytes, never by the file name.
+            is_archive = transfer.peek(job, refresh) == ZIP_LOCAL_HEADER
+        key = staging_key if is_archive else single_key
         outcome: TransferOutcome = transfer.land(
             job,
-            lambda: self.client.get_job(job_id),
+            refresh,
             bucket=bucket,
             key=key,
-            replace=replace,
+            replace=replace and not is_archive,
             resume=resume,
             time_left=time_left,
             keep_upload_on_failure=keep_upload_on_failure,
@@ -118,11 +148,48 @@ class Exporter:
         if outcome.checkpoint is not None:
             return LandingResult(checkpoint=outcome.checkpoint)
         assert outcome.landed is not None
-        if outcome.landed.already_existed:
-            existing = read_manifest(self.s3, bucket, key)
-            if existing is not None:
-                existing["alreadyExisted"] = True
-                return LandingResult(manifest=existing)
-        manifest = build_manifest(job, outcome.landed, now=self._now())
+        if is_archive:
+            manifest = self._explode(job, outcome.landed, replace=replace)
+        elif outcome.landed.already_existed and (landed_before := read_manifest(self.s3, bucket, key)) is not None:
+            landed_before["alreadyExisted"] = True
+            return LandingResult(manifest=landed_before)
+        else:
+            manifest = build_manifest(job, outcome.landed, now=self._now())
         write_manifest(self.s3, manifest)
+        if replace and previous_manifest_key:
+            self._remove_replaced(bucket, previous_manifest_key, manifest)
         return LandingResult(manifest=manifest)
+
+    def _explode(self, job: ExportJob, staged: LandedObject, *, replace: bool) -> dict[str, Any]:
+        if staged.content_kind != "zip":
+            raise IntegrityError(f"The delivery of job {job.id} starts like a zip but is not a valid zip archive.")
+        members, skipped = explode(
+            self.s3,
+            bucket=staged.bucket,
+            staged_key=staged.key,
+            staged_size=staged.bytes,
+            job=job,
+            layout=self.settings.archive_layout,
+            part_size=self.settings.transfer.part_size,
+            replace=replace,
+        )
+        manifest = build_archive_manifest(job, staged, members, skipped, now=self._now())
+        try:
+            self.s3.delete_object(Bucket=staged.bucket, Key=staged.key)
+        except ClientError as exc:
+            # Harmless: the bucket's lifecycle rule expires the staging area.
+            logger.warning("could not delete the staged archive %s: %s", staged.key, describe_exception(exc))
+        return manifest
+
+    def _remove_replaced(self, bucket: str, previous_manifest_key: str, manifest: dict[str, Any]) -> None:
+        previous = read_manifest_at(self.s3, bucket, previous_manifest_key)
+        if previous is None or previous.get("jobId") == manifest["jobId"]:
+            return
+        keep = {f["key"] for f in manifest["files"]} | {manifest["manifestKey"]}
+        stale = [f["key"] for f in previous.get("files", []) if f.get("key") not in keep]
+        if previous_manifest_key not in keep:
+            stale.append(previous_manifest_key)
+        for key in stale:
+            self.s3.delete_object(Bucket=bucket, Key=key)
+        if stale:
+            logger.info("removed %d files replaced by job %s", len(stale), manifest["jobId"])

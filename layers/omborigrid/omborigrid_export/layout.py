@@ -15,6 +15,9 @@ from datetime import date
 from .errors import ConfigurationError, InvalidInput
 
 DEFAULT_KEY_TEMPLATE = "{prefix}/tenant={tenantId}/dt={dataDateFrom}/{filename}"
+#: Members of archive deliveries land per table, so one Glue/Athena table covers ``{prefix}/{table}/``.
+DEFAULT_ARCHIVE_KEY_TEMPLATE = "{prefix}/{table}/tenant={tenantId}/dt={dataDateFrom}/{filename}"
+STAGING_DIR = "_staging"
 PLACEHOLDERS = frozenset({"prefix", "table", "tenantId", "dataDateFrom", "dataDateTo", "jobId", "filename"})
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9!_.*'()=+-]+$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()=+/-]*$")
@@ -82,6 +85,11 @@ class KeyLayout:
                 f"The key template {self.template!r} must keep every key under the prefix {self.prefix!r}."
             )
         return key
+
+    def staging_key(self, *, tenant_id: str, job_id: str, filename: str) -> str:
+        """Where an archive delivery waits while its members land: hidden (``_``) from query engines."""
+        parts = [p for p in (self.prefix, STAGING_DIR, f"tenant={tenant_id}", job_id, filename) if p]
+        return "/".join(parts)
 
 
 def manifest_key_for(data_key: str) -> str:

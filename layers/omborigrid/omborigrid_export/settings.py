@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
-from .layout import DEFAULT_KEY_TEMPLATE, KeyLayout
+from .layout import DEFAULT_ARCHIVE_KEY_TEMPLATE, DEFAULT_KEY_TEMPLATE, KeyLayout
 
 DEFAULT_API_URL = "https://api.omborigrid.com"
 MIB = 1024 * 1024
@@ -61,6 +61,7 @@ class Settings:
     api_read_timeout: float = 30.0
     transfer: TransferSettings = field(default_factory=TransferSettings)
     layout: KeyLayout = field(default_factory=KeyLayout)
+    archive_layout: KeyLayout = field(default_factory=lambda: KeyLayout(template=DEFAULT_ARCHIVE_KEY_TEMPLATE))
     bucket: str | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +74,10 @@ class Settings:
             )
         if parts.query or parts.fragment or parts.username:
             raise ConfigurationError("OMBORIGRID_API_URL must not carry a query, fragment or credentials.")
+        if "{table}" not in self.archive_layout.template:
+            raise ConfigurationError(
+                "EXPORT_ARCHIVE_KEY_TEMPLATE must contain {table}: archive members land per table."
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +91,10 @@ class Settings:
             prefix=env.get("EXPORT_PREFIX", ""),
             template=env.get("EXPORT_KEY_TEMPLATE") or DEFAULT_KEY_TEMPLATE,
         )
+        archive_layout = KeyLayout(
+            prefix=env.get("EXPORT_PREFIX", ""),
+            template=env.get("EXPORT_ARCHIVE_KEY_TEMPLATE") or DEFAULT_ARCHIVE_KEY_TEMPLATE,
+        )
         return cls(
             api_url=(env.get("OMBORIGRID_API_URL") or DEFAULT_API_URL).rstrip("/"),
             token=env.get("OMBORIGRID_TOKEN") or None,
@@ -93,6 +102,7 @@ class Settings:
             allow_local_urls=env.get("OMBORIGRID_ALLOW_LOCAL_URLS", "") in ("1", "true", "yes"),
             transfer=transfer,
             layout=layout,
+            archive_layout=archive_layout,
             bucket=env.get("EXPORT_BUCKET") or None,
         )
 

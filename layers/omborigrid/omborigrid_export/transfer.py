@@ -413,6 +413,51 @@ class Transfer:
         finally:
             source.close()
 
+    def existing(self, job: ExportJob, *, bucket: str, key: str) -> LandedObject | None:
+        """The verified object already under ``key`` for this job's size, or None.
+
+        Raises :class:`LandingConflict` when a different object sits there.
+        """
+        if job.file_size is None:
+            return None
+        return self._existing(bucket, key, job.file_size, job)
+
+    def peek(self, job: ExportJob, refresh_job: JobRefresher, length: int = 4) -> bytes:
+        """The first ``length`` bytes of the job's file: what it is, decided by its bytes, not its name."""
+        if job.status is not JobStatus.DONE or job.download_url is None:
+            raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
+        source = _Source(
+            job,
+            refresh_job,
+            self._settings,
+            allow_local_urls=self._allow_local,
+            session_factory=self._session_factory,
+            resolver=self._resolver,
+            stats=_Stats(),
+        )
+        try:
+            for attempt in range(self._settings.max_attempts):
+                try:
+                    try:
+                        response, _ = source.open(0, length - 1)
+                    except _SourceIgnoredRange as ignored:
+                        response = ignored.response
+                    with response:
+                        data = b""
+                        for chunk in response.iter_content(length):
+                            data += chunk
+                            if len(data) >= length:
+                                break
+                        return data[:length]
+                except _UrlExpired:
+                    source.refresh(source.generation)
+                except (requests.RequestException, OSError) as exc:
+                    logger.info("peek at %s failed (%s); retrying", source.host, describe_exception(exc))
+                    self._sleep(min(2.0**attempt, 10.0))
+            raise TransferFailed(f"Could not read the start of the download from {source.host}.")
+        finally:
+            source.close()
+
     # -- internals --------------------------------------------------------------------------------
 
     def _existing(self, bucket: str, key: str, size: int, job: ExportJob) -> LandedObject | None:

@@ -182,6 +182,15 @@ class _Server(ThreadingHTTPServer):
             self._conns.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up mid-response (the transfer closing a probe early, a test's timeout) is
+        normal here; anything else is reported as usual."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Cut keep-alive connections so no handler thread keeps serving after stop()."""
         with self._conns_lock:
