@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from omborigrid_export.state import ExportState
 from omborigrid_lambda import runtime
 
@@ -49,6 +50,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         tenantId=request.tenant_id, dataDateFrom=request.date_from.isoformat(), dataDateTo=request.date_to.isoformat()
     )
     bucket = runtime.env("EXPORT_BUCKET")
+    ledger = runtime.ledger()
     result = runtime.exporter().land(
         state.ref.job_id,
         bucket=bucket,
@@ -56,6 +58,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         resume=state.checkpoint,
         time_left=_time_left(context),
         keep_upload_on_failure=True,
+        previous_manifest_key=ledger.previous_manifest_key(request) if state.ref.force else None,
     )
     if result.checkpoint is not None:
         metrics.add_metric(name="TransferContinuations", unit=MetricUnit.Count, value=1)
@@ -63,7 +66,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {**event, "transfer": {"complete": False, "checkpoint": result.checkpoint.to_dict(), "manifest": None}}
     manifest = result.manifest
     assert manifest is not None
-    runtime.ledger().mark_landed(request, state.ref.job_id, str(manifest["key"]))
+    ledger.mark_landed(request, state.ref.job_id, str(manifest["key"]), str(manifest["manifestKey"]))
     if not manifest.get("alreadyExisted"):
         metrics.add_metric(name="BytesLanded", unit=MetricUnit.Bytes, value=float(manifest["bytes"]))
         metrics.add_metric(name="ExportsLanded", unit=MetricUnit.Count, value=1)

@@ -14,6 +14,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
+
 from omborigrid_export.errors import InvalidInput
 from omborigrid_export.state import JobRef
 from omborigrid_lambda import runtime

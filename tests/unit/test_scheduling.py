@@ -16,18 +16,21 @@ import pytest
 from moto import mock_aws
 
 from omborigrid_export.errors import AmbiguousCreate, ApiUnavailable, ConfigurationError, InvalidInput, RequestRejected
-from omborigrid_export.ledger import FAILED, LANDED, QUEUED, REQUESTING, Ledger
+from omborigrid_export.ledger import FAILED, LANDED, PENDING, QUEUED, REQUESTING, Ledger
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
 from omborigrid_export.scheduling import (
     MAX_REQUESTS_PER_EVENT,
     AdhocRequest,
     RequestOutcome,
+    catch_up,
+    dispatch_pending,
     nightly_days,
-    nightly_requests,
+    plan_exports,
     queue_message,
-    request_exports,
+    stale_tenants,
     zone,
 )
+from omborigrid_export.state import JobRef
 
 TABLE = "export-ledger"
 T0 = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
@@ -205,7 +208,7 @@ def test_given_request_and_job_when_queue_message_then_json_the_download_worker_
     }
 
 
-# --- request_exports (ledger on moto) -----------------------------------------------------------
+# --- planning and dispatching (ledger on moto) ---------------------------------------------------
 
 
 class Clock:
@@ -240,12 +243,8 @@ class FakeApi:
 class FakeQueue:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
-        self.fail_next = False
 
     def __call__(self, body: str) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise RuntimeError("the process died before the message was sent")
         self.messages.append(json.loads(body))
 
 
@@ -271,6 +270,18 @@ def dynamodb(aws_env: None) -> Iterator[Any]:
             AttributeDefinitions=[
                 {"AttributeName": "tenantId", "AttributeType": "S"},
                 {"AttributeName": "dataRange", "AttributeType": "S"},
+                {"AttributeName": "state", "AttributeType": "S"},
+                {"AttributeName": "updatedAt", "AttributeType": "S"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "byState",
+                    "KeySchema": [
+                        {"AttributeName": "state", "KeyType": "HASH"},
+                        {"AttributeName": "updatedAt", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
             ],
             BillingMode="PAY_PER_REQUEST",
         )
@@ -287,192 +298,218 @@ def ledger(dynamodb: Any, clock: Clock) -> Ledger:
     return Ledger(dynamodb, TABLE, stale_after=timedelta(minutes=20), now=clock)
 
 
-DAY1 = ExportRequest("t1", date(2026, 1, 1), date(2026, 1, 1))
-DAY2 = ExportRequest("t1", date(2026, 1, 2), date(2026, 1, 2))
+def day(n: int, tenant: str = "t1") -> ExportRequest:
+    return ExportRequest(tenant, date(2026, 1, n), date(2026, 1, n))
 
 
-def run(ledger: Ledger, api: FakeApi, queue: FakeQueue, *requests: ExportRequest, force: bool = False) -> list[str]:
-    outcomes = request_exports(requests or (DAY1,), create=api, ledger=ledger, enqueue=queue, force=force)
-    return [o.outcome for o in outcomes]
+def run(
+    ledger: Ledger, api: FakeApi, queue: FakeQueue, *requests: ExportRequest, force: bool = False, cap: int = 20
+) -> list[str]:
+    planned = plan_exports(requests, ledger, force=force)
+    dispatched = dispatch_pending(ledger, create=api, enqueue=queue, cap=cap)
+    return [o.outcome for o in planned + dispatched]
 
 
-def test_given_new_days_when_requested_then_jobs_created_enqueued_and_recorded(ledger: Ledger) -> None:
+def state_of(ledger: Ledger, request: ExportRequest) -> str | None:
+    entry = ledger.get(request)
+    return entry.state if entry else None
+
+
+def test_given_new_days_when_planned_and_dispatched_then_jobs_created_enqueued_and_recorded(ledger: Ledger) -> None:
     api, queue = FakeApi(), FakeQueue()
-
-    outcomes = request_exports([DAY1, DAY2], create=api, ledger=ledger, enqueue=queue)
-
-    assert [(o.outcome, o.job_id) for o in outcomes] == [("created", "job-1"), ("created", "job-2")]
-    assert api.created == [DAY1, DAY2]
+    assert run(ledger, api, queue, day(1), day(2)) == ["planned", "planned", "created", "created"]
+    assert api.created == [day(1), day(2)]
     assert [m["jobId"] for m in queue.messages] == ["job-1", "job-2"]
-    assert queue.messages[0]["dataDateFrom"] == "2026-01-01"
-    entry = ledger.get(DAY1)
+    entry = ledger.get(day(1))
     assert entry is not None
     assert (entry.state, entry.job_id, entry.enqueued) == (QUEUED, "job-1", True)
+    assert ledger.in_flight() == 2
 
 
-def test_given_same_requests_twice_when_requested_then_second_call_creates_nothing(ledger: Ledger) -> None:
+def test_given_same_requests_twice_then_the_second_run_creates_nothing(ledger: Ledger) -> None:
     api, queue = FakeApi(), FakeQueue()
-    run(ledger, api, queue, DAY1, DAY2)
-
-    outcomes = request_exports([DAY1, DAY2], create=api, ledger=ledger, enqueue=queue)
-
-    assert [o.outcome for o in outcomes] == ["skipped", "skipped"]
-    assert [o.job_id for o in outcomes] == ["job-1", "job-2"]
-    assert outcomes[0].detail == "already queued"
+    run(ledger, api, queue, day(1), day(2))
+    assert run(ledger, api, queue, day(1), day(2)) == ["skipped", "skipped"]
     assert len(api.created) == 2
     assert len(queue.messages) == 2
 
 
-def test_given_create_fails_certainly_when_requested_then_claim_released_and_next_call_creates(
-    ledger: Ledger,
-) -> None:
+def test_given_a_cap_then_never_more_jobs_in_flight_and_finishing_one_frees_a_slot(ledger: Ledger) -> None:
     api, queue = FakeApi(), FakeQueue()
-    api.failures.append(ApiUnavailable("The API kept answering 503."))
+    outcomes = run(ledger, api, queue, *(day(n) for n in range(1, 6)), cap=2)
+    assert outcomes.count("created") == 2
+    assert ledger.in_flight() == 2
+    assert [state_of(ledger, day(n)) for n in range(1, 6)] == [QUEUED, QUEUED, PENDING, PENDING, PENDING]
+    # Oldest data first; finishing one lets exactly one more through.
+    assert ledger.mark_landed(day(1), "job-1", "k1", "m1") is True
+    assert dispatch_pending(ledger, create=api, enqueue=queue, cap=2)[0].request == day(3)
+    assert ledger.in_flight() == 2
+    assert dispatch_pending(ledger, create=api, enqueue=queue, cap=2) == []
 
-    first = request_exports([DAY1], create=api, ledger=ledger, enqueue=queue)
 
-    assert first[0].outcome == "failed"
-    assert first[0].detail == "ApiUnavailable: The API kept answering 503."
-    entry = ledger.get(DAY1)
+def test_given_a_duplicate_outcome_then_the_slot_is_released_once(ledger: Ledger) -> None:
+    api, queue = FakeApi(), FakeQueue()
+    run(ledger, api, queue, day(1), day(2))
+    assert ledger.mark_landed(day(1), "job-1", "k", "m") is True
+    assert ledger.mark_landed(day(1), "job-1", "k", "m") is False
+    assert ledger.mark_failed(day(1), "job-1", "late failure event") is False
+    assert ledger.in_flight() == 1
+    assert state_of(ledger, day(1)) == LANDED
+
+
+class SerializedCalls:
+    """DynamoDB applies each request (a transaction included) atomically; moto's in-process backend does
+    not lock across threads. Serializing each call gives moto the service's guarantee, while the calls of
+    concurrent dispatchers still interleave freely between one another."""
+
+    def __init__(self, client: Any) -> None:
+        import threading
+
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
+def test_given_concurrent_dispatchers_then_the_cap_holds(dynamodb: Any, clock: Clock) -> None:
+    import threading
+
+    ledger = Ledger(SerializedCalls(dynamodb), TABLE, now=clock)
+    api, queue = FakeApi(), FakeQueue()
+    plan_exports([day(n) for n in range(1, 11)], ledger)
+    threads = [
+        threading.Thread(target=dispatch_pending, args=(ledger,), kwargs={"create": api, "enqueue": queue, "cap": 3})
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(api.created) == 3
+    assert ledger.in_flight() == 3
+    assert len({r.date_from for r in api.created}) == 3
+
+
+def test_given_create_fails_certainly_then_the_claim_and_slot_are_released(ledger: Ledger) -> None:
+    api, queue = FakeApi(), FakeQueue()
+    api.failures.append(ApiUnavailable("down"))
+    assert run(ledger, api, queue, day(1)) == ["planned", "failed"]
+    entry = ledger.get(day(1))
     assert entry is not None
     assert entry.state == FAILED
-    assert entry.error == "ApiUnavailable: The API kept answering 503."
-    assert queue.messages == []
-
-    assert run(ledger, api, queue) == ["created"]
-    assert api.created == [DAY1]
-    assert [m["jobId"] for m in queue.messages] == ["job-1"]
+    assert "ApiUnavailable" in (entry.error or "")
+    assert ledger.in_flight() == 0
+    assert run(ledger, api, queue, day(1)) == ["planned", "created"]
 
 
-def test_given_request_rejected_when_requested_then_other_requests_still_processed(ledger: Ledger) -> None:
+def test_given_a_rejected_request_then_the_others_still_go_through(ledger: Ledger) -> None:
     api, queue = FakeApi(), FakeQueue()
-    api.failures.append(RequestRejected("dataDateTo is in the future"))
+    api.failures.append(RequestRejected("bad tenant"))
+    assert sorted(run(ledger, api, queue, day(1), day(2))) == ["created", "failed", "planned", "planned"]
+    assert api.created == [day(2)]
 
-    assert run(ledger, api, queue, DAY1, DAY2) == ["failed", "created"]
-    assert api.created == [DAY2]
 
-
-def test_given_ambiguous_create_when_requested_then_claim_kept_until_stale(ledger: Ledger, clock: Clock) -> None:
+def test_given_an_ambiguous_create_then_the_claim_is_kept_until_stale(ledger: Ledger, clock: Clock) -> None:
     api, queue = FakeApi(), FakeQueue()
-    api.failures.append(AmbiguousCreate("The POST timed out; the job may exist."))
+    api.failures.append(AmbiguousCreate("read timeout"))
+    assert run(ledger, api, queue, day(1)) == ["planned", "failed"]
+    assert state_of(ledger, day(1)) == REQUESTING
+    assert ledger.in_flight() == 1  # the job may exist at the API: it keeps its slot
+    assert run(ledger, api, queue, day(1)) == ["skipped"]
+    days = [date(2026, 1, 1)]
 
-    assert run(ledger, api, queue) == ["failed"]
-    entry = ledger.get(DAY1)
-    assert entry is not None
-    assert entry.state == REQUESTING
+    def heal() -> list[ExportRequest]:
+        return catch_up(["t1"], days, ledger, execution_status=lambda ref: None, enqueue=queue, now=clock.now)
 
-    # A retry within the stale window must not POST again: a job may already exist.
-    clock.now = T0 + timedelta(minutes=19)
-    assert run(ledger, api, queue) == ["skipped"]
+    clock.now += timedelta(minutes=5)
+    heal()
+    assert state_of(ledger, day(1)) == REQUESTING
+    clock.now += timedelta(minutes=30)
+    heal()
+    assert state_of(ledger, day(1)) == PENDING
+    assert ledger.in_flight() == 0
+    assert [o.outcome for o in dispatch_pending(ledger, create=api, enqueue=queue, cap=5)] == ["created"]
+    assert api.created == [day(1)]
+
+
+def test_given_a_job_never_enqueued_then_catch_up_enqueues_it_without_a_new_job(ledger: Ledger, clock: Clock) -> None:
+    api, queue = FakeApi(), FakeQueue()
+    plan_exports([day(1)], ledger)
+    claim = ledger.dispatch(day(1), cap=5)
+    assert claim is not None
+    ledger.record_job(day(1), claim, "job-x")  # the process died before enqueueing
+    catch_up(["t1"], [date(2026, 1, 1)], ledger, execution_status=lambda ref: None, enqueue=queue, now=clock.now)
+    assert [m["jobId"] for m in queue.messages] == ["job-x"]
     assert api.created == []
-
-    # Once the claim is stale, the day is claimed again and created.
-    clock.now = T0 + timedelta(minutes=21)
-    assert run(ledger, api, queue) == ["created"]
-    assert api.created == [DAY1]
-    assert [m["jobId"] for m in queue.messages] == ["job-1"]
-
-
-def test_given_job_created_but_never_enqueued_when_requested_again_then_re_enqueued_without_new_job(
-    ledger: Ledger,
-) -> None:
-    api, queue = FakeApi(), FakeQueue()
-    queue.fail_next = True
-    with pytest.raises(RuntimeError):
-        run(ledger, api, queue)
-    entry = ledger.get(DAY1)
-    assert entry is not None
-    assert (entry.state, entry.job_id, entry.enqueued) == (QUEUED, "job-1", False)
-
-    outcomes = request_exports([DAY1], create=api, ledger=ledger, enqueue=queue)
-
-    assert [(o.outcome, o.job_id) for o in outcomes] == [("re-enqueued", "job-1")]
-    assert len(api.created) == 1
-    assert [m["jobId"] for m in queue.messages] == ["job-1"]
-    entry = ledger.get(DAY1)
+    entry = ledger.get(day(1))
     assert entry is not None
     assert entry.enqueued
-    # And once enqueued, a third run leaves it alone.
-    assert run(ledger, api, queue) == ["skipped"]
-    assert len(queue.messages) == 1
 
 
-def test_given_landed_day_when_forced_then_recreated(ledger: Ledger) -> None:
+def test_given_a_landed_day_when_forced_then_recreated_and_the_old_manifest_remembered(ledger: Ledger) -> None:
     api, queue = FakeApi(), FakeQueue()
-    run(ledger, api, queue)
-    ledger.mark_landed(DAY1, "job-1", "raw/t1/x.parquet")
-
-    assert run(ledger, api, queue) == ["skipped"]
-    assert run(ledger, api, queue, force=True) == ["created"]
-
-    assert len(api.created) == 2
-    assert queue.messages[-1] == {**queue.messages[0], "jobId": "job-2", "force": True}
-    entry = ledger.get(DAY1)
-    assert entry is not None
-    assert (entry.state, entry.job_id) == (QUEUED, "job-2")
+    run(ledger, api, queue, day(1))
+    ledger.mark_landed(day(1), "job-1", "k1", "old/_manifest.json")
+    assert run(ledger, api, queue, day(1)) == ["skipped"]
+    assert run(ledger, api, queue, day(1), force=True) == ["planned", "created"]
+    assert queue.messages[-1]["force"] is True
+    assert ledger.previous_manifest_key(day(1)) == "old/_manifest.json"
 
 
-def test_given_queued_day_when_forced_then_not_recreated(ledger: Ledger) -> None:
+def test_given_a_queued_day_when_forced_then_not_recreated(ledger: Ledger) -> None:
     api, queue = FakeApi(), FakeQueue()
-    run(ledger, api, queue)
-
-    outcomes = request_exports([DAY1], create=api, ledger=ledger, enqueue=queue, force=True)
-
-    assert [(o.outcome, o.job_id) for o in outcomes] == [("skipped", "job-1")]
+    run(ledger, api, queue, day(1))
+    assert run(ledger, api, queue, day(1), force=True) == ["skipped"]
     assert len(api.created) == 1
-    assert len(queue.messages) == 1
 
 
-def test_given_fresh_requesting_claim_when_forced_then_not_recreated(ledger: Ledger) -> None:
+def test_given_an_outage_then_catch_up_plans_missing_failed_and_lost_days_only(ledger: Ledger, clock: Clock) -> None:
     api, queue = FakeApi(), FakeQueue()
-    api.failures.append(AmbiguousCreate("timed out"))
-    run(ledger, api, queue)
+    # day 2: failed; day 3: queued long ago, execution failed; day 4: queued long ago, execution missing;
+    # day 5: queued recently; day 6: landed; day 1 and 7: never requested.
+    run(ledger, api, queue, day(2), day(3), day(4), day(6))
+    ledger.mark_failed(day(2), "job-1", "boom")
+    ledger.mark_landed(day(6), "job-4", "k", "m")
+    clock.now += timedelta(hours=2)
+    run(ledger, api, queue, day(5))
+    statuses = {"job-2": "FAILED", "job-3": None, "job-5": "RUNNING"}
+    asked: list[str] = []
 
-    assert run(ledger, api, queue, force=True) == ["skipped"]
-    assert api.created == []
+    def status(ref: JobRef) -> str | None:
+        asked.append(ref.job_id)
+        return statuses[ref.job_id]
+
+    days = [date(2026, 1, n) for n in range(1, 8)]
+    to_plan = catch_up(["t1"], days, ledger, execution_status=status, enqueue=queue, now=clock.now)
+    assert [r.date_from.day for r in to_plan] == [1, 2, 3, 4, 7]
+    assert sorted(asked) == ["job-2", "job-3"]  # day 5 is too recent to suspect
+    assert state_of(ledger, day(3)) == FAILED
+    assert ledger.in_flight() == 1  # only day 5 is still in flight
+
+
+def test_given_landings_then_stale_tenants_are_those_without_a_recent_one(ledger: Ledger, clock: Clock) -> None:
+    api, queue = FakeApi(), FakeQueue()
+    run(ledger, api, queue, ExportRequest("fresh", date(2026, 1, 9), date(2026, 1, 9)))
+    ledger.mark_landed(ExportRequest("fresh", date(2026, 1, 9), date(2026, 1, 9)), "job-1", "k", "m")
+    assert stale_tenants(["fresh", "quiet"], ledger, now=clock.now, hours=36) == ["quiet"]
+    clock.now += timedelta(hours=37)
+    assert stale_tenants(["fresh", "quiet"], ledger, now=clock.now, hours=36) == ["fresh", "quiet"]
 
 
 def test_given_outcome_when_to_dict_then_json_row() -> None:
-    row = RequestOutcome(DAY2, "failed", None, "ApiUnavailable: down").to_dict()
+    row = RequestOutcome(day(1), "created", "job-1").to_dict()
     assert row == {
         "tenantId": "t1",
-        "dataDateFrom": "2026-01-02",
-        "dataDateTo": "2026-01-02",
-        "outcome": "failed",
-        "jobId": None,
-        "detail": "ApiUnavailable: down",
+        "dataDateFrom": "2026-01-01",
+        "dataDateTo": "2026-01-01",
+        "outcome": "created",
+        "jobId": "job-1",
+        "detail": None,
     }
-
-
-# --- nightly_requests (ledger on moto) ----------------------------------------------------------
-
-
-def test_given_ledger_history_when_nightly_requests_then_only_missing_failed_or_unsent_days(
-    ledger: Ledger,
-) -> None:
-    api, queue = FakeApi(), FakeQueue()
-    now = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)  # yesterday = 2026-01-04; look back 3 -> 01-01..01-04
-    days = [ExportRequest("t1", date(2026, 1, d), date(2026, 1, d)) for d in (1, 2, 3, 4)]
-    # 01-01 landed; 01-02 failed; 01-03 created but never enqueued; 01-04 never requested.
-    run(ledger, api, queue, days[0])
-    ledger.mark_landed(days[0], "job-1", "k")
-    api.failures.append(ApiUnavailable("down"))
-    run(ledger, api, queue, days[1])
-    queue.fail_next = True
-    with pytest.raises(RuntimeError):
-        run(ledger, api, queue, days[2])
-
-    requests = nightly_requests(["t1", "t2"], now, zone("UTC"), 3, ledger)
-
-    assert [(r.tenant_id, r.date_from.day) for r in requests] == [
-        ("t1", 2),
-        ("t1", 3),
-        ("t1", 4),
-        ("t2", 1),
-        ("t2", 2),
-        ("t2", 3),
-        ("t2", 4),
-    ]
-    entry = ledger.get(days[0])
-    assert entry is not None
-    assert entry.state == LANDED

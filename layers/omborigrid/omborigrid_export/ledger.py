@@ -1,17 +1,27 @@
-"""The export ledger (DynamoDB): which tenant/day was requested, with which job, and how it ended.
+"""The export ledger (DynamoDB): what was asked for each tenant and date range, and how it ended.
 
-It makes job creation idempotent. The intent (tenant, dates) is claimed with a conditional write
-*before* the POST, and the job id recorded after it, so a CreateJob retried after a timeout finds the
-claim instead of creating a second job. A claim whose POST outcome is unknown (the process died between
-the two writes) is only taken over after ``stale_after`` seconds, longer than any invocation lives.
+It makes job creation idempotent and bounds the jobs in flight against the API.
 
-Item: tenantId (partition), dataRange "FROM/TO" (sort), state, jobId, timestamps, error, key.
+Lifecycle of an entry (partition ``tenantId``, sort ``dataRange`` = ``FROM/TO``)::
+
+    (none | FAILED | LANDED when forced) ──plan──► PENDING ──dispatch──► REQUESTING ──job id──► QUEUED
+    QUEUED ──► LANDED (Download) | FAILED ("Export Failed", or the execution found failed)
+    REQUESTING ──► FAILED (the POST certainly created nothing) | PENDING (stale: its outcome is unknown)
+
+* The intent is recorded (PENDING) *before* any API call, and the job id right after it (QUEUED), so a
+  retried CreateJob finds the entry instead of creating a second job.
+* A REQUESTING entry whose POST outcome is unknown (the process died, or the POST timed out after it was
+  sent) is only taken over after ``stale_after``, longer than any invocation lives.
+* Jobs in flight (REQUESTING or QUEUED) hold a slot of a counter item; taking and giving back a slot
+  happen in the same DynamoDB transaction as the state change, so the count is exact and strongly
+  consistent however many invocations run at once, and a duplicate event cannot release a slot twice.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,16 +37,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+PENDING = "PENDING"
 REQUESTING = "REQUESTING"
 QUEUED = "QUEUED"
 LANDED = "LANDED"
 FAILED = "FAILED"
-#: States after which a day may be requested again without force.
-RETRYABLE_STATES = frozenset({FAILED})
+LIVE_STATES = frozenset({REQUESTING, QUEUED})
+#: The counter item shares the table; its key cannot collide with a tenant id (they never start with '#').
+CAPACITY_KEY = {"tenantId": {"S": "#capacity"}, "dataRange": {"S": "#jobs-in-flight"}}
+STATE_INDEX = "byState"
 
 
 def data_range(request: ExportRequest) -> str:
     return f"{request.date_from.isoformat()}/{request.date_to.isoformat()}"
+
+
+def _s(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name, {}).get("S")
+    return str(value) if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,33 +66,45 @@ class LedgerEntry:
     job_id: str | None
     claim: str | None
     updated_at: datetime
-    enqueued: bool
+    enqueued_at: datetime | None = None
+    landed_at: datetime | None = None
     error: str | None = None
     key: str | None = None
+    manifest_key: str | None = None
+    force: bool = False
+
+    @property
+    def request(self) -> ExportRequest:
+        return ExportRequest(self.tenant_id, self.date_from, self.date_to)
+
+    @property
+    def enqueued(self) -> bool:
+        return self.enqueued_at is not None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> LedgerEntry:
         date_from, _, date_to = item["dataRange"]["S"].partition("/")
+
+        def when(name: str) -> datetime | None:
+            value = _s(item, name)
+            return datetime.fromisoformat(value) if value else None
+
+        updated = when("updatedAt")
         return cls(
             tenant_id=item["tenantId"]["S"],
             date_from=date.fromisoformat(date_from),
             date_to=date.fromisoformat(date_to),
             state=item["state"]["S"],
-            job_id=item.get("jobId", {}).get("S"),
-            claim=item.get("claim", {}).get("S"),
-            updated_at=datetime.fromisoformat(item["updatedAt"]["S"]),
-            enqueued="enqueuedAt" in item,
-            error=item.get("error", {}).get("S"),
-            key=item.get("key", {}).get("S"),
+            job_id=_s(item, "jobId"),
+            claim=_s(item, "claim"),
+            updated_at=updated or datetime.min.replace(tzinfo=UTC),
+            enqueued_at=when("enqueuedAt"),
+            landed_at=when("landedAt"),
+            error=_s(item, "error"),
+            key=_s(item, "key"),
+            manifest_key=_s(item, "manifestKey"),
+            force=bool(item.get("force", {}).get("BOOL", False)),
         )
-
-
-class Claimed(Exception):
-    """The day is already claimed by a live or landed export."""
-
-    def __init__(self, entry: LedgerEntry) -> None:
-        super().__init__(entry.state)
-        self.entry = entry
 
 
 class Ledger:
@@ -84,12 +114,14 @@ class Ledger:
         table: str,
         *,
         stale_after: timedelta = timedelta(minutes=20),
-        now: Any = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self._db = dynamodb
         self._table = table
         self._stale_after = stale_after
         self._now = now or (lambda: datetime.now(UTC))
+
+    # -- reading ----------------------------------------------------------------------------------
 
     def _key(self, request: ExportRequest) -> dict[str, Any]:
         return {"tenantId": {"S": request.tenant_id}, "dataRange": {"S": data_range(request)}}
@@ -101,78 +133,158 @@ class Ledger:
             raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
         return LedgerEntry.from_item(item) if item else None
 
-    def claim(self, request: ExportRequest, *, force: bool = False) -> str:
-        """Claim the day for a new job. Returns a claim token; raises :class:`Claimed` if it is taken."""
-        token = uuid.uuid4().hex
+    def entries(self, tenant_id: str, date_from: date, date_to: date) -> list[LedgerEntry]:
+        """Every entry of a tenant whose range starts within [date_from, date_to]."""
+        return [
+            LedgerEntry.from_item(item)
+            for item in self._query(
+                KeyConditionExpression="tenantId = :t AND dataRange BETWEEN :a AND :b",
+                ExpressionAttributeValues={
+                    ":t": {"S": tenant_id},
+                    ":a": {"S": date_from.isoformat()},
+                    ":b": {"S": date_to.isoformat() + "/~"},
+                },
+                ConsistentRead=True,
+            )
+        ]
+
+    def in_state(self, state: str, *, limit: int | None = None) -> list[LedgerEntry]:
+        """Entries in ``state``, oldest change first (the ``byState`` index; eventually consistent)."""
+        entries: list[LedgerEntry] = []
+        for item in self._query(
+            IndexName=STATE_INDEX,
+            KeyConditionExpression="#state = :s",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":s": {"S": state}},
+        ):
+            entries.append(LedgerEntry.from_item(item))
+            if limit is not None and len(entries) >= limit:
+                break
+        return entries
+
+    def in_flight(self) -> int:
+        try:
+            item = self._db.get_item(TableName=self._table, Key=CAPACITY_KEY, ConsistentRead=True).get("Item", {})
+        except ClientError as exc:
+            raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
+        return int(item.get("inFlight", {}).get("N", "0"))
+
+    def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs["TableName"] = self._table
+        while True:
+            try:
+                page = self._db.query(**kwargs)
+            except ClientError as exc:
+                raise TransferFailed(f"Could not query the export ledger: {describe_exception(exc)}") from None
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def plan(self, request: ExportRequest, *, force: bool = False) -> LedgerEntry | None:
+        """Record the intent to export ``request`` (PENDING). Returns None when planned, or the entry that
+        makes it unnecessary (live, pending or landed; landed is replanned when ``force``)."""
         now = self._now()
-        stale = (now - self._stale_after).isoformat()
-        condition = (
-            "attribute_not_exists(tenantId) OR #state = :failed OR (#state = :requesting AND updatedAt < :stale)"
-        )
-        values: dict[str, Any] = {":failed": {"S": FAILED}, ":requesting": {"S": REQUESTING}, ":stale": {"S": stale}}
+        condition = "attribute_not_exists(tenantId) OR #state = :failed"
+        values: dict[str, Any] = {":failed": {"S": FAILED}}
         if force:
-            # A forced re-export may replace a landed day, but never races a job that is still live.
             condition += " OR #state = :landed"
             values[":landed"] = {"S": LANDED}
+        previous = self.get(request) if force else None
+        item: dict[str, Any] = {
+            **self._key(request),
+            "state": {"S": PENDING},
+            "plannedAt": {"S": now.isoformat()},
+            "updatedAt": {"S": now.isoformat()},
+            "force": {"BOOL": force},
+        }
+        if previous is not None and previous.state == LANDED and previous.manifest_key:
+            # Remembered so the forced landing can remove the files it replaces.
+            item["previousManifestKey"] = {"S": previous.manifest_key}
         try:
             self._db.put_item(
                 TableName=self._table,
-                Item={
-                    **self._key(request),
-                    "state": {"S": REQUESTING},
-                    "claim": {"S": token},
-                    "requestedAt": {"S": now.isoformat()},
-                    "updatedAt": {"S": now.isoformat()},
-                },
+                Item=item,
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#state": "state"},
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if _conditional_failure(exc):
                 entry = self.get(request)
-                if entry is None:  # deleted meanwhile: try once more
-                    return self.claim(request, force=force)
-                raise Claimed(entry) from None
+                if entry is None:
+                    return self.plan(request, force=force)
+                return entry
             raise TransferFailed(f"Could not write the export ledger: {describe_exception(exc)}") from None
-        return token
+        return None
 
-    def record_job(self, request: ExportRequest, claim: str, job_id: str) -> None:
-        self._update(
+    # -- dispatching --------------------------------------------------------------------------------
+
+    def dispatch(self, request: ExportRequest, *, cap: int) -> str | None:
+        """PENDING → REQUESTING, taking a slot. Returns a claim token, or None when no slot is free or the
+        entry is no longer pending (another invocation took it)."""
+        claim = uuid.uuid4().hex
+        now = self._now().isoformat()
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": CAPACITY_KEY,
+                            "UpdateExpression": "ADD inFlight :one SET updatedAt = :now",
+                            "ConditionExpression": "attribute_not_exists(inFlight) OR inFlight < :cap",
+                            "ExpressionAttributeValues": {
+                                ":one": {"N": "1"},
+                                ":cap": {"N": str(cap)},
+                                ":now": {"S": now},
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._key(request),
+                            "UpdateExpression": "SET #state = :requesting, claim = :claim, requestedAt = :now, "
+                            "updatedAt = :now",
+                            "ConditionExpression": "#state = :pending",
+                            "ExpressionAttributeNames": {"#state": "state"},
+                            "ExpressionAttributeValues": {
+                                ":requesting": {"S": REQUESTING},
+                                ":pending": {"S": PENDING},
+                                ":claim": {"S": claim},
+                                ":now": {"S": now},
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                return None
+            raise TransferFailed(f"Could not write the export ledger: {describe_exception(exc)}") from None
+        return claim
+
+    def record_job(self, request: ExportRequest, claim: str, job_id: str) -> bool:
+        """REQUESTING → QUEUED with the job id. False if the claim was lost meanwhile."""
+        return self._update(
             request,
             "SET #state = :queued, jobId = :job, updatedAt = :now REMOVE #error",
             {":queued": {"S": QUEUED}, ":job": {"S": job_id}, ":claim": {"S": claim}},
             condition="claim = :claim",
         )
 
-    def mark_enqueued(self, request: ExportRequest, job_id: str) -> None:
-        self._update(
-            request,
-            "SET enqueuedAt = :now, updatedAt = :now",
-            {":job": {"S": job_id}},
-            condition="jobId = :job",
+    def mark_enqueued(self, request: ExportRequest, job_id: str) -> bool:
+        return self._update(
+            request, "SET enqueuedAt = :now, updatedAt = :now", {":job": {"S": job_id}}, condition="jobId = :job"
         )
 
-    def mark_landed(self, request: ExportRequest, job_id: str, key: str) -> None:
-        self._update(
-            request,
-            "SET #state = :landed, landedAt = :now, updatedAt = :now, #key = :key REMOVE #error",
-            {":landed": {"S": LANDED}, ":job": {"S": job_id}, ":key": {"S": key}},
-            condition="jobId = :job",
-            names={"#key": "key"},
-        )
-
-    def mark_failed(self, request: ExportRequest, job_id: str | None, error: str) -> None:
-        values: dict[str, Any] = {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}}
-        condition = None
-        if job_id is not None:
-            values[":job"] = {"S": job_id}
-            condition = "jobId = :job"
-        self._update(request, "SET #state = :failed, #error = :error, updatedAt = :now", values, condition=condition)
-
-    def release(self, request: ExportRequest, claim: str, error: str) -> None:
-        """Give up a claim whose POST certainly created nothing, so a later run may try again."""
-        self._update(
+    def release_claim(self, request: ExportRequest, claim: str, error: str) -> bool:
+        """REQUESTING → FAILED when the POST certainly created nothing; gives the slot back."""
+        return self._finish(
             request,
             "SET #state = :failed, #error = :error, updatedAt = :now",
             {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}, ":claim": {"S": claim}},
@@ -180,38 +292,66 @@ class Ledger:
             extra_values={":requesting": {"S": REQUESTING}},
         )
 
-    def entries(self, tenant_id: str, date_from: date, date_to: date) -> list[LedgerEntry]:
-        """Every entry of a tenant whose range starts within [date_from, date_to]."""
-        result: list[LedgerEntry] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "tenantId = :t AND dataRange BETWEEN :a AND :b",
-            "ExpressionAttributeValues": {
-                ":t": {"S": tenant_id},
-                ":a": {"S": date_from.isoformat()},
-                ":b": {"S": date_to.isoformat() + "/~"},
-            },
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._db.query(**kwargs)
-            result.extend(LedgerEntry.from_item(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return result
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    def requeue_stale(self, entry: LedgerEntry) -> bool:
+        """A REQUESTING entry older than ``stale_after`` goes back to PENDING and gives its slot back."""
+        if entry.state != REQUESTING or entry.claim is None:
+            return False
+        if self._now() - entry.updated_at < self._stale_after:
+            return False
+        return self._finish(
+            entry.request,
+            "SET #state = :pending, updatedAt = :now REMOVE claim",
+            {":pending": {"S": PENDING}, ":claim": {"S": entry.claim}, ":requesting": {"S": REQUESTING}},
+            condition="claim = :claim AND #state = :requesting",
+        )
 
-    def _update(
+    # -- outcomes ---------------------------------------------------------------------------------
+
+    def mark_landed(self, request: ExportRequest, job_id: str, key: str, manifest_key: str) -> bool:
+        return self._finish(
+            request,
+            "SET #state = :landed, landedAt = :now, updatedAt = :now, #key = :key, manifestKey = :manifest "
+            "REMOVE #error, previousManifestKey",
+            {
+                ":landed": {"S": LANDED},
+                ":job": {"S": job_id},
+                ":key": {"S": key},
+                ":manifest": {"S": manifest_key},
+                ":queued": {"S": QUEUED},
+            },
+            condition="jobId = :job AND #state = :queued",
+            names={"#key": "key"},
+        )
+
+    def mark_failed(self, request: ExportRequest, job_id: str, error: str) -> bool:
+        return self._finish(
+            request,
+            "SET #state = :failed, #error = :error, updatedAt = :now",
+            {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}, ":job": {"S": job_id}, ":queued": {"S": QUEUED}},
+            condition="jobId = :job AND #state = :queued",
+        )
+
+    def previous_manifest_key(self, request: ExportRequest) -> str | None:
+        try:
+            item = self._db.get_item(TableName=self._table, Key=self._key(request), ConsistentRead=True).get("Item")
+        except ClientError as exc:
+            raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
+        return _s(item, "previousManifestKey") if item else None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _update_kwargs(
         self,
         request: ExportRequest,
         expression: str,
         values: dict[str, Any],
-        *,
         condition: str | None,
         names: dict[str, str] | None = None,
         extra_values: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         attribute_names = {"#state": "state", "#error": "error", **(names or {})}
-        used = {n: v for n, v in attribute_names.items() if n in expression or (condition and n in condition)}
+        text = expression + " " + (condition or "")
+        used = {n: v for n, v in attribute_names.items() if n in text}
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "Key": self._key(request),
@@ -222,10 +362,61 @@ class Ledger:
             kwargs["ExpressionAttributeNames"] = used
         if condition:
             kwargs["ConditionExpression"] = condition
+        return kwargs
+
+    def _update(
+        self,
+        request: ExportRequest,
+        expression: str,
+        values: dict[str, Any],
+        *,
+        condition: str | None,
+        names: dict[str, str] | None = None,
+        extra_values: dict[str, Any] | None = None,
+    ) -> bool:
+        kwargs = self._update_kwargs(request, expression, values, condition, names, extra_values)
         try:
             self._db.update_item(**kwargs)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                logger.warning("ledger entry for %s changed hands; update skipped", request.label)
-                return
+            if _conditional_failure(exc):
+                logger.warning("ledger entry for %s changed meanwhile; update skipped", request.label)
+                return False
             raise TransferFailed(f"Could not update the export ledger: {describe_exception(exc)}") from None
+        return True
+
+    def _finish(
+        self,
+        request: ExportRequest,
+        expression: str,
+        values: dict[str, Any],
+        *,
+        condition: str,
+        names: dict[str, str] | None = None,
+        extra_values: dict[str, Any] | None = None,
+    ) -> bool:
+        """A state change that ends a job in flight: made together with giving its slot back."""
+        update = self._update_kwargs(request, expression, values, condition, names, extra_values)
+        items: list[Any] = [
+            {"Update": update},
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": CAPACITY_KEY,
+                    # Unconditional: exactly-once comes from the entry's own condition above.
+                    "UpdateExpression": "ADD inFlight :minus",
+                    "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+                }
+            },
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                logger.info("ledger entry for %s was already finished; nothing to do", request.label)
+                return False
+            raise TransferFailed(f"Could not update the export ledger: {describe_exception(exc)}") from None
+        return True
+
+
+def _conditional_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -1,8 +1,10 @@
-"""Deciding what to export, and asking for it exactly once.
+"""Deciding what to export, and asking for it exactly once, with a bounded number of jobs in flight.
 
-``nightly_requests`` turns a schedule tick into (tenant, day) requests: yesterday in the schedule's time
-zone plus every day of the look-back window that has not landed. ``adhoc_requests`` does the same for an
-"Export Requested" event. ``request_exports`` claims each in the ledger, creates the job and enqueues it.
+* ``nightly_days`` + ``catch_up``: a schedule tick becomes yesterday (in the schedule's time zone) plus
+  every day of the look-back window that has not landed, healing lost or failed executions on the way.
+* ``AdhocRequest``: an "Export Requested" event becomes one request per tenant and day (or per tenant).
+* ``plan_exports`` records requests as PENDING in the ledger; ``dispatch_pending`` creates the jobs, at
+  most ``cap`` in flight, and is called again whenever an export finishes (the drain trigger).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import AmbiguousCreate, ConfigurationError, InvalidInput, OmboriGridExportError
-from .ledger import FAILED, QUEUED, Claimed, Ledger
+from .ledger import FAILED, PENDING, QUEUED, REQUESTING, Ledger
 from .models import ExportJob, ExportRequest, parse_date, validate_tenant_id
+from .state import JobRef
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +42,6 @@ def nightly_days(now: datetime, tz: ZoneInfo, lookback_days: int) -> list[date]:
         raise ConfigurationError("The look-back window must be between 0 and 366 days.")
     yesterday = now.astimezone(tz).date() - timedelta(days=1)
     return [yesterday - timedelta(days=n) for n in range(lookback_days, -1, -1)]
-
-
-def nightly_requests(
-    tenants: Sequence[str], now: datetime, tz: ZoneInfo, lookback_days: int, ledger: Ledger
-) -> list[ExportRequest]:
-    days = nightly_days(now, tz, lookback_days)
-    requests: list[ExportRequest] = []
-    for tenant in tenants:
-        known = {(e.date_from, e.date_to): e for e in ledger.entries(tenant, days[0], days[-1])}
-        for day in days:
-            entry = known.get((day, day))
-            if entry is None or entry.state == FAILED or (entry.state == QUEUED and not entry.enqueued):
-                requests.append(ExportRequest(tenant, day, day))
-    return requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +94,7 @@ class AdhocRequest:
 @dataclass(frozen=True, slots=True)
 class RequestOutcome:
     request: ExportRequest
-    outcome: str  # created | re-enqueued | skipped | failed
+    outcome: str  # planned | created | re-enqueued | skipped | failed
     job_id: str | None = None
     detail: str | None = None
 
@@ -132,42 +121,121 @@ def queue_message(request: ExportRequest, job_id: str, force: bool) -> str:
     )
 
 
-def request_exports(
-    requests: Iterable[ExportRequest],
+def plan_exports(requests: Iterable[ExportRequest], ledger: Ledger, *, force: bool = False) -> list[RequestOutcome]:
+    """Record each request as PENDING unless it is already live, pending or landed (unless forced)."""
+    outcomes = []
+    for request in requests:
+        blocking = ledger.plan(request, force=force)
+        if blocking is None:
+            outcomes.append(RequestOutcome(request, "planned"))
+        else:
+            outcomes.append(RequestOutcome(request, "skipped", blocking.job_id, f"already {blocking.state.lower()}"))
+    return outcomes
+
+
+def dispatch_pending(
+    ledger: Ledger,
     *,
     create: Callable[[ExportRequest], ExportJob],
-    ledger: Ledger,
     enqueue: Callable[[str], None],
-    force: bool = False,
+    cap: int,
+    deadline: Callable[[], bool] = lambda: False,
 ) -> list[RequestOutcome]:
+    """Create jobs for PENDING entries, oldest data first, while fewer than ``cap`` are in flight."""
+    if cap < 1:
+        raise ConfigurationError("The cap on jobs in flight must be at least 1.")
     outcomes: list[RequestOutcome] = []
-    for request in requests:
-        try:
-            claim = ledger.claim(request, force=force)
-        except Claimed as taken:
-            entry = taken.entry
-            if entry.state == QUEUED and entry.job_id and not entry.enqueued:
-                # The job exists but the earlier run died before enqueueing it: finish that run's work.
-                enqueue(queue_message(request, entry.job_id, force))
-                ledger.mark_enqueued(request, entry.job_id)
-                outcomes.append(RequestOutcome(request, "re-enqueued", entry.job_id))
-            else:
-                outcomes.append(RequestOutcome(request, "skipped", entry.job_id, f"already {entry.state.lower()}"))
-            continue
-        try:
-            job = create(request)
-        except AmbiguousCreate as exc:
-            # Keep the claim: a job may exist. The claim goes stale and is retried later.
-            logger.error("%s: %s", request.label, exc)
-            outcomes.append(RequestOutcome(request, "failed", None, f"{type(exc).__name__}: {exc}"))
-            continue
-        except OmboriGridExportError as exc:
-            ledger.release(request, claim, f"{type(exc).__name__}: {exc}")
-            logger.error("%s: %s", request.label, exc)
-            outcomes.append(RequestOutcome(request, "failed", None, f"{type(exc).__name__}: {exc}"))
-            continue
-        ledger.record_job(request, claim, job.id)
-        enqueue(queue_message(request, job.id, force))
-        ledger.mark_enqueued(request, job.id)
-        outcomes.append(RequestOutcome(request, "created", job.id))
+    while not deadline():
+        free = cap - ledger.in_flight()
+        if free <= 0:
+            break
+        candidates = sorted(ledger.in_state(PENDING, limit=free * 4), key=lambda e: (e.date_from, e.tenant_id))
+        progressed = False
+        for entry in candidates:
+            if deadline():
+                break
+            claim = ledger.dispatch(entry.request, cap=cap)
+            if claim is None:
+                if ledger.in_flight() >= cap:
+                    return outcomes
+                continue  # taken by another invocation meanwhile
+            progressed = True
+            outcomes.append(_create(entry.request, claim, entry.force, ledger=ledger, create=create, enqueue=enqueue))
+        if not progressed:
+            break
     return outcomes
+
+
+def _create(
+    request: ExportRequest,
+    claim: str,
+    force: bool,
+    *,
+    ledger: Ledger,
+    create: Callable[[ExportRequest], ExportJob],
+    enqueue: Callable[[str], None],
+) -> RequestOutcome:
+    try:
+        job = create(request)
+    except AmbiguousCreate as exc:
+        # Keep the claim (and its slot): a job may exist. It goes back to PENDING once stale.
+        logger.error("%s: %s", request.label, exc)
+        return RequestOutcome(request, "failed", None, f"{type(exc).__name__}: {exc}")
+    except OmboriGridExportError as exc:
+        ledger.release_claim(request, claim, f"{type(exc).__name__}: {exc}")
+        logger.error("%s: %s", request.label, exc)
+        return RequestOutcome(request, "failed", None, f"{type(exc).__name__}: {exc}")
+    if not ledger.record_job(request, claim, job.id):
+        return RequestOutcome(request, "failed", job.id, "the ledger entry was taken over while the job was created")
+    enqueue(queue_message(request, job.id, force))
+    ledger.mark_enqueued(request, job.id)
+    return RequestOutcome(request, "created", job.id)
+
+
+#: An enqueued job whose execution cannot be found after this long was lost (e.g. its message is in the DLQ).
+LOST_AFTER = timedelta(minutes=30)
+FINISHED_BADLY = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
+
+
+def catch_up(
+    tenants: Sequence[str],
+    days: Sequence[date],
+    ledger: Ledger,
+    *,
+    execution_status: Callable[[JobRef], str | None],
+    enqueue: Callable[[str], None],
+    now: datetime,
+) -> list[ExportRequest]:
+    """Heal the look-back window: returns the requests to plan (missing or failed days), after marking
+    lost or failed executions FAILED, re-enqueueing jobs that were never enqueued and returning stale
+    claims to PENDING."""
+    to_plan: list[ExportRequest] = []
+    for tenant in tenants:
+        known = {(e.date_from, e.date_to): e for e in ledger.entries(tenant, days[0], days[-1])}
+        for day in days:
+            entry = known.get((day, day))
+            if entry is None or entry.state == FAILED:
+                to_plan.append(ExportRequest(tenant, day, day))
+            elif entry.state == QUEUED and entry.job_id and not entry.enqueued:
+                enqueue(queue_message(entry.request, entry.job_id, entry.force))
+                ledger.mark_enqueued(entry.request, entry.job_id)
+            elif entry.state == QUEUED and entry.job_id and entry.enqueued_at and now - entry.enqueued_at > LOST_AFTER:
+                status = execution_status(JobRef(entry.job_id, entry.request, entry.force))
+                if status is None or status in FINISHED_BADLY:
+                    why = "its execution was not found" if status is None else f"its execution ended {status}"
+                    if ledger.mark_failed(entry.request, entry.job_id, f"ExportFailed: {why}"):
+                        to_plan.append(entry.request)
+            elif entry.state == REQUESTING:
+                ledger.requeue_stale(entry)
+    return to_plan
+
+
+def stale_tenants(tenants: Sequence[str], ledger: Ledger, *, now: datetime, hours: int) -> list[str]:
+    """Tenants with no export landed within ``hours`` (by the ledger's landedAt)."""
+    since = now - timedelta(hours=hours)
+    stale = []
+    for tenant in tenants:
+        entries = ledger.entries(tenant, (since - timedelta(days=3)).date(), now.date() + timedelta(days=1))
+        if not any(e.landed_at and e.landed_at >= since for e in entries):
+            stale.append(tenant)
+    return stale
