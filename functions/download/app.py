@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from omborigrid_export.state import ExportState
+from omborigrid_export.transfer import Checkpoint
 from omborigrid_lambda import runtime
 
 logger = Logger()
@@ -51,16 +52,30 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     bucket = runtime.env("EXPORT_BUCKET")
     ledger = runtime.ledger()
+    resume = state.checkpoint
+    if resume is None:
+        # A retry after this function was killed (timeout, out of memory) carries no checkpoint in its input:
+        # the one saved while the transfer ran lets it continue instead of starting over.
+        saved = ledger.load_checkpoint(request, state.ref.job_id)
+        if saved is not None:
+            resume = Checkpoint.from_dict(saved)
+            logger.info("resuming from the saved checkpoint", extra={"bytesDone": resume.bytes_done})
+
+    def save(checkpoint: Checkpoint) -> None:
+        ledger.save_checkpoint(request, state.ref.job_id, checkpoint.to_dict())
+
     result = runtime.exporter().land(
         state.ref.job_id,
         bucket=bucket,
         replace=state.ref.force,
-        resume=state.checkpoint,
+        resume=resume,
+        on_checkpoint=save,
         time_left=_time_left(context),
         keep_upload_on_failure=True,
         previous_manifest_key=ledger.previous_manifest_key(request) if state.ref.force else None,
     )
     if result.checkpoint is not None:
+        save(result.checkpoint)
         metrics.add_metric(name="TransferContinuations", unit=MetricUnit.Count, value=1)
         logger.info("continuing in the next invocation", extra={"bytesDone": result.checkpoint.bytes_done})
         return {**event, "transfer": {"complete": False, "checkpoint": result.checkpoint.to_dict(), "manifest": None}}

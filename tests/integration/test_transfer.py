@@ -216,7 +216,8 @@ def test_given_a_deadline_then_a_checkpoint_is_returned_and_the_next_call_resume
     first = land(s3, client, job, bucket, settings=settings, time_left=two_parts_of_time)
     assert first.landed is None
     checkpoint = first.checkpoint
-    assert [p.number for p in checkpoint.parts] == [1, 2]
+    assert checkpoint.part_numbers == [1, 2]
+    assert checkpoint.bytes_done == 10 * MIB
     assert object_keys(s3, bucket) == []  # nothing visible yet
     resumed = land(s3, client, job, bucket, settings=settings, resume=type(checkpoint).from_dict(checkpoint.to_dict()))
     assert resumed.landed is not None
@@ -225,3 +226,35 @@ def test_given_a_deadline_then_a_checkpoint_is_returned_and_the_next_call_resume
     # The resumed call fetched only the missing parts.
     ranges = [r for r in simulator.stats().download_ranges if r]
     assert ranges.count("bytes=0-5242879") == 1
+
+
+def test_given_a_checkpoint_holding_the_last_part_then_the_tail_is_read_again_for_the_format_check(
+    simulator, client, s3, bucket
+):
+    from omborigrid_export.transfer import Checkpoint, _Upload
+
+    simulator.configure(target_bytes=12 * MIB)
+    job = done_job(simulator, client)
+    data = source_bytes(simulator, job)
+    upload = _Upload.create(s3, bucket, "k/file", job, len(data), 5 * MIB)
+    last = upload.part_count
+    record = upload.upload_part(last, data[(last - 1) * 5 * MIB :], (last - 1) * 5 * MIB)
+    checkpoint = Checkpoint(job.id, bucket, "k/file", upload.upload_id, len(data), 5 * MIB, {last: record.crc32})
+    simulator.reset_stats()
+    landed = land(s3, client, job, bucket, resume=checkpoint).landed
+    assert landed.content_kind == "parquet"
+    assert_identical(s3, bucket, "k/file", data)
+    ranges = simulator.stats().download_ranges
+    assert f"bytes={len(data) - 65_557}-{len(data) - 1}" in ranges
+    assert not any(r and r.startswith(f"bytes={(last - 1) * 5 * MIB}-") for r in ranges)
+
+
+def test_given_a_checkpoint_whose_upload_is_gone_then_it_starts_over(simulator, client, s3, bucket):
+    from omborigrid_export.transfer import Checkpoint
+
+    simulator.configure(target_bytes=6 * MIB)
+    job = done_job(simulator, client)
+    gone = Checkpoint(job.id, bucket, "k/file", "no-such-upload", job.file_size, 5 * MIB, {1: 123})
+    landed = land(s3, client, job, bucket, resume=gone).landed
+    assert landed.parts == 2
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))

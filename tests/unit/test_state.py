@@ -13,7 +13,7 @@ from omborigrid_export.errors import InvalidInput
 from omborigrid_export.models import ExportRequest
 from omborigrid_export.polling import PollState
 from omborigrid_export.state import ExportState, JobRef
-from omborigrid_export.transfer import Checkpoint, PartRecord
+from omborigrid_export.transfer import Checkpoint
 
 TENANT = "621e1fc633350f0007637a0c"
 JOB_ID = "65f1c0ffee0123456789abcd"
@@ -202,15 +202,14 @@ def test_given_many_random_like_jobs_when_named_then_no_collisions() -> None:
 
 def checkpoint() -> Checkpoint:
     return Checkpoint(
-        job_id=JOB_ID,
+        job_id="job-1",
         bucket="lake",
-        key="raw/x.parquet",
-        upload_id="upload-1",
+        key="p/f.parquet",
+        upload_id="u-1",
         size=20 * 1024 * 1024,
         part_size=16 * 1024 * 1024,
-        parts=(PartRecord(1, 16 * 1024 * 1024, 1234, '"etag1"'),),
+        part_crcs={1: 12345},
         head=b"PAR1",
-        tail=b"",
     )
 
 

@@ -23,7 +23,15 @@ from .models import ExportJob, ExportRequest, JobStatus
 from .polling import PollState
 from .redact import describe_exception
 from .settings import Settings
-from .transfer import ZIP_LOCAL_HEADER, Checkpoint, LandedObject, ProgressCallback, Transfer, TransferOutcome
+from .transfer import (
+    ZIP_LOCAL_HEADER,
+    Checkpoint,
+    CheckpointSink,
+    LandedObject,
+    ProgressCallback,
+    Transfer,
+    TransferOutcome,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -96,6 +104,7 @@ class Exporter:
         time_left: Callable[[], float] | None = None,
         keep_upload_on_failure: bool = False,
         previous_manifest_key: str | None = None,
+        on_checkpoint: CheckpointSink | None = None,
     ) -> LandingResult:
         """Land the job's file (or, for an archive, its members) and write the manifest.
 
@@ -144,6 +153,7 @@ class Exporter:
             resume=resume,
             time_left=time_left,
             keep_upload_on_failure=keep_upload_on_failure,
+            on_checkpoint=on_checkpoint,
         )
         if outcome.checkpoint is not None:
             return LandingResult(checkpoint=outcome.checkpoint)

@@ -19,6 +19,7 @@ Lifecycle of an entry (partition ``tenantId``, sort ``dataRange`` = ``FROM/TO``)
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -311,7 +312,7 @@ class Ledger:
         return self._finish(
             request,
             "SET #state = :landed, landedAt = :now, updatedAt = :now, #key = :key, manifestKey = :manifest "
-            "REMOVE #error, previousManifestKey",
+            "REMOVE #error, previousManifestKey, #transfer",
             {
                 ":landed": {"S": LANDED},
                 ":job": {"S": job_id},
@@ -320,7 +321,7 @@ class Ledger:
                 ":queued": {"S": QUEUED},
             },
             condition="jobId = :job AND #state = :queued",
-            names={"#key": "key"},
+            names={"#key": "key", "#transfer": "transfer"},
         )
 
     def mark_failed(self, request: ExportRequest, job_id: str, error: str) -> bool:
@@ -330,6 +331,30 @@ class Ledger:
             {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}, ":job": {"S": job_id}, ":queued": {"S": QUEUED}},
             condition="jobId = :job AND #state = :queued",
         )
+
+    def save_checkpoint(self, request: ExportRequest, job_id: str, checkpoint: dict[str, Any]) -> bool:
+        """Keep the transfer's checkpoint so a killed Download invocation can resume instead of restarting."""
+        return self._update(
+            request,
+            "SET #transfer = :transfer, updatedAt = :now",
+            {":transfer": {"S": json.dumps(checkpoint)}, ":job": {"S": job_id}, ":queued": {"S": QUEUED}},
+            condition="jobId = :job AND #state = :queued",
+            names={"#transfer": "transfer"},
+        )
+
+    def load_checkpoint(self, request: ExportRequest, job_id: str) -> dict[str, Any] | None:
+        try:
+            item = self._db.get_item(TableName=self._table, Key=self._key(request), ConsistentRead=True).get("Item")
+        except ClientError as exc:
+            raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
+        if not item or _s(item, "jobId") != job_id or not _s(item, "transfer"):
+            return None
+        try:
+            loaded: dict[str, Any] = json.loads(_s(item, "transfer") or "")
+        except ValueError:
+            logger.warning("the saved transfer checkpoint of %s is unreadable; starting over", request.label)
+            return None
+        return loaded
 
     def previous_manifest_key(self, request: ExportRequest) -> str | None:
         try:

@@ -22,10 +22,13 @@ How it works:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
 import math
 import re
+import struct
 import threading
 import time
 from collections import deque
@@ -72,6 +75,9 @@ DEADLINE_MARGIN_SECONDS = 5.0
 
 Clock = Callable[[], float]
 ProgressCallback = Callable[[int, int], None]
+CheckpointSink = Callable[["Checkpoint"], None]
+#: How often a running transfer hands a checkpoint to ``on_checkpoint`` (for crash recovery).
+CHECKPOINT_EVERY_SECONDS = 20.0
 JobRefresher = Callable[[], ExportJob]
 
 
@@ -91,20 +97,18 @@ class PartRecord:
     crc32: int
     etag: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"n": self.number, "size": self.size, "crc32": self.crc32, "etag": self.etag}
 
-    @classmethod
-    def from_dict(cls, data: Any) -> PartRecord:
-        try:
-            return cls(int(data["n"]), int(data["size"]), int(data["crc32"]), str(data["etag"]))
-        except (KeyError, TypeError, ValueError):
-            raise InvalidInput("The transfer checkpoint has a malformed part record.") from None
+_PART_CRC = struct.Struct(">HI")
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Where an unfinished transfer stands: enough to resume it in another process."""
+    """Where an unfinished transfer stands: enough to resume it in another process.
+
+    Compact on purpose (it travels in the Step Functions payload, limit 256 KiB, and in the ledger): the
+    parts are (number, CRC-32) pairs, 8 base64 characters each, 80 KB at S3's 10,000 parts. Sizes and
+    ETags are not trusted from here: they are read back from S3's ListParts on resume.
+    """
 
     job_id: str
     bucket: str
@@ -112,17 +116,20 @@ class Checkpoint:
     upload_id: str
     size: int
     part_size: int
-    parts: tuple[PartRecord, ...]
+    part_crcs: dict[int, int]
     head: bytes = b""
-    tail: bytes = b""
+
+    @property
+    def part_numbers(self) -> list[int]:
+        return sorted(self.part_crcs)
 
     @property
     def bytes_done(self) -> int:
-        return sum(p.size for p in self.parts)
+        last = max(1, math.ceil(self.size / self.part_size))
+        return sum((self.size - (n - 1) * self.part_size) if n == last else self.part_size for n in self.part_crcs)
 
     def to_dict(self) -> dict[str, Any]:
-        import base64
-
+        packed = b"".join(_PART_CRC.pack(n, self.part_crcs[n]) for n in sorted(self.part_crcs))
         return {
             "jobId": self.job_id,
             "bucket": self.bucket,
@@ -131,31 +138,38 @@ class Checkpoint:
             "size": self.size,
             "partSize": self.part_size,
             "bytesDone": self.bytes_done,
-            "parts": [p.to_dict() for p in self.parts],
+            "partCrcs": base64.b64encode(packed).decode(),
             "head": base64.b64encode(self.head).decode(),
-            "tail": base64.b64encode(self.tail).decode(),
         }
 
     @classmethod
     def from_dict(cls, data: Any) -> Checkpoint:
-        import base64
-
         if not isinstance(data, dict):
             raise InvalidInput("The transfer checkpoint is not an object.")
         try:
-            return cls(
+            packed = base64.b64decode(data["partCrcs"], validate=True)
+            if len(packed) % _PART_CRC.size:
+                raise ValueError("truncated part list")
+            crcs = dict(_PART_CRC.iter_unpack(packed))
+            checkpoint = cls(
                 job_id=str(data["jobId"]),
                 bucket=str(data["bucket"]),
                 key=str(data["key"]),
                 upload_id=str(data["uploadId"]),
                 size=int(data["size"]),
                 part_size=int(data["partSize"]),
-                parts=tuple(PartRecord.from_dict(p) for p in data["parts"]),
-                head=base64.b64decode(data.get("head", "")),
-                tail=base64.b64decode(data.get("tail", "")),
+                part_crcs=crcs,
+                head=base64.b64decode(data.get("head", ""), validate=True),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, binascii.Error):
             raise InvalidInput("The transfer checkpoint is missing fields or has malformed ones.") from None
+        if (
+            checkpoint.size < 1
+            or checkpoint.part_size < 1
+            or any(not 1 <= n <= MAX_PARTS for n in checkpoint.part_crcs)
+        ):
+            raise InvalidInput("The transfer checkpoint has impossible sizes or part numbers.")
+        return checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,8 +367,10 @@ class Transfer:
         progress: ProgressCallback | None = None,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        checkpoint_every: float = CHECKPOINT_EVERY_SECONDS,
     ) -> None:
         self._s3 = s3
+        self._checkpoint_every = checkpoint_every
         self._settings = settings or TransferSettings()
         self._allow_local = allow_local_urls
         self._session_factory = session_factory
@@ -376,6 +392,7 @@ class Transfer:
         resume: Checkpoint | None = None,
         time_left: Callable[[], float] | None = None,
         keep_upload_on_failure: bool = False,
+        on_checkpoint: CheckpointSink | None = None,
     ) -> TransferOutcome:
         """Land ``job``'s file at s3://bucket/key.
 
@@ -384,7 +401,8 @@ class Transfer:
         ``time_left`` returns the seconds left before the caller must return; when it runs low a
         checkpoint is returned instead of the landed object. ``keep_upload_on_failure`` leaves the
         multipart upload in place on a retryable failure so a retry can resume it (the bucket's
-        lifecycle rule removes abandoned ones).
+        lifecycle rule removes abandoned ones). ``on_checkpoint`` receives a checkpoint every
+        ``CHECKPOINT_EVERY_SECONDS`` while parts land, so a process that is killed can be resumed by the next.
         """
         if job.status is not JobStatus.DONE or job.download_url is None or job.file_size is None:
             raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
@@ -408,7 +426,18 @@ class Transfer:
         )
         try:
             return self._land(
-                job, source, bucket, key, size, replace, resume, time_left, keep_upload_on_failure, stats, started_at
+                job,
+                source,
+                bucket,
+                key,
+                size,
+                replace,
+                resume,
+                time_left,
+                keep_upload_on_failure,
+                stats,
+                started_at,
+                on_checkpoint,
             )
         finally:
             source.close()
@@ -500,16 +529,21 @@ class Transfer:
         keep_upload_on_failure: bool,
         stats: _Stats,
         started_at: datetime,
+        on_checkpoint: CheckpointSink | None,
     ) -> TransferOutcome:
+        upload = None
         if resume is not None:
-            upload = self._resume_upload(resume, job, bucket, key, size)
-        else:
+            try:
+                upload = self._resume_upload(resume, job, bucket, key, size)
+            except UploadGone:
+                logger.warning("the upload of the checkpoint is gone (aborted or expired); starting over")
+        if upload is None:
             part_size = choose_part_size(size, self._settings.part_size)
             upload = _Upload.create(self._s3, bucket, key, job, size, part_size)
         try:
             ranged, first = self._probe(source, upload)
             if ranged:
-                finished = self._ranged(source, upload, first, time_left, stats)
+                finished = self._ranged(source, upload, first, time_left, stats, on_checkpoint)
             else:
                 self._streamed(source, upload, first, stats)
                 finished = True
@@ -595,6 +629,7 @@ class Transfer:
         first: requests.Response | None,
         time_left: Callable[[], float] | None,
         stats: _Stats,
+        on_checkpoint: CheckpointSink | None = None,
     ) -> bool:
         """Fetch and upload every missing part. False when the deadline stopped it early.
 
@@ -604,6 +639,7 @@ class Transfer:
         concurrency = min(self._settings.concurrency, max(1, len(todo)))
         in_flight: set[Future[tuple[PartRecord, float]]] = set()
         slowest = 0.0
+        last_saved = self._clock()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="part") as pool:
             try:
                 while todo or in_flight:
@@ -621,6 +657,9 @@ class Transfer:
                         record, seconds = future.result()
                         slowest = max(slowest, seconds)
                         upload.add(record)
+                    if on_checkpoint is not None and self._clock() - last_saved >= self._checkpoint_every:
+                        on_checkpoint(upload.checkpoint())
+                        last_saved = self._clock()
             except BaseException:
                 for future in in_flight:
                     future.cancel()
@@ -782,6 +821,26 @@ class Transfer:
                 upload.add(future.result())
         return in_flight
 
+    def _read_range(self, source: _Source, start: int, end: int, size: int) -> bytes:
+        for attempt in range(self._settings.max_attempts):
+            generation = source.generation
+            try:
+                response, _ = source.open(start, end)
+                with response:
+                    self._check_content_range(response, start, end, size, source.host)
+                    data = response.content
+                if len(data) == end - start + 1:
+                    return data
+            except _UrlExpired:
+                source.refresh(generation)
+            except _SourceIgnoredRange as ignored:
+                ignored.response.close()
+                raise TransferFailed(f"The download on {source.host} stopped honouring Range.") from None
+            except (requests.RequestException, OSError) as exc:
+                logger.info("reading bytes %d-%d failed (%s); retrying", start, end, describe_exception(exc))
+            self._sleep(min(0.2 * 2**attempt, 5.0))
+        raise TransferFailed(f"Could not read bytes {start}-{end} from {source.host}.")
+
     @staticmethod
     def _check_length(response: requests.Response, size: int, host: str) -> None:
         header = response.headers.get("Content-Length")
@@ -808,6 +867,9 @@ class Transfer:
         total = upload.bytes_done
         if total != upload.size:
             raise IntegrityError(f"Received {total} bytes for job {job.id} but its fileSize is {upload.size}.")
+        if not upload.tail_complete():
+            # Resumed: the last bytes went to S3 in an earlier invocation. Read them again (<= 64 KiB).
+            upload.set_tail(self._read_range(source, upload.tail_start, upload.size - 1, upload.size))
         kind = detect_kind(upload.head, upload.tail)
         if kind is None:
             raise IntegrityError(
@@ -893,6 +955,10 @@ class _Chunks:
         return b"".join(taken)
 
 
+class UploadGone(Exception):
+    """The multipart upload named by a checkpoint no longer exists (aborted, or expired by lifecycle)."""
+
+
 class _Truncated(Exception):
     def __str__(self) -> str:
         return "the response ended before the whole file arrived"
@@ -922,7 +988,8 @@ class _Upload:
         self.part_size = part_size
         self.parts: dict[int, PartRecord] = {}
         self.head = b""
-        self.tail = b""
+        self._tail = bytearray()
+        self._tail_seen: set[int] = set()
         self._lock = threading.Lock()
         self._aborted = False
 
@@ -964,19 +1031,20 @@ class _Upload:
             checkpoint.size,
             checkpoint.part_size,
         )
-        upload.head, upload.tail = checkpoint.head, checkpoint.tail
+        upload.head = checkpoint.head
         listed = upload._list_parts()
-        for record in checkpoint.parts:
-            seen = listed.get(record.number)
-            # Trust a part only if S3 has it with the same size and ETag (and CRC, where S3 reports it).
-            if seen is None or seen["Size"] != record.size or seen["ETag"] != record.etag:
-                logger.warning("part %d of the checkpoint is not in S3 as recorded; fetching it again", record.number)
+        for number, crc in checkpoint.part_crcs.items():
+            seen = listed.get(number)
+            start, end = upload.part_range(number)
+            # Trust a part only if S3 has it at the size it must have (and the CRC, where S3 reports it).
+            if seen is None or seen["Size"] != end - start + 1 or number > upload.part_count:
+                logger.warning("part %d of the checkpoint is not in S3 as recorded; fetching it again", number)
                 continue
-            crc = seen.get("ChecksumCRC32")
-            if crc and checksum.from_base64(crc) != record.crc32:
-                logger.warning("part %d's CRC in S3 differs from the checkpoint; fetching it again", record.number)
+            reported = seen.get("ChecksumCRC32")
+            if reported and checksum.from_base64(reported) != crc:
+                logger.warning("part %d's CRC in S3 differs from the checkpoint; fetching it again", number)
                 continue
-            upload.parts[record.number] = record
+            upload.parts[number] = PartRecord(number, int(seen["Size"]), crc, str(seen["ETag"]))
         logger.info("resuming upload for job %s: %d parts already in S3", checkpoint.job_id, len(upload.parts))
         return upload
 
@@ -991,9 +1059,7 @@ class _Upload:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code == "NoSuchUpload":
-                    raise TransferFailed(
-                        f"The upload to s3://{self.bucket}/{self.key} recorded in the checkpoint no longer exists."
-                    ) from None
+                    raise UploadGone() from None
                 raise TransferFailed(f"Could not list the parts of the upload: {describe_exception(exc)}") from None
             for part in response.get("Parts", []):
                 parts[part["PartNumber"]] = part
@@ -1024,7 +1090,8 @@ class _Upload:
         with self._lock:
             self.parts.clear()
             self.head = b""
-            self.tail = b""
+            self._tail = bytearray()
+            self._tail_seen = set()
 
     def add(self, record: PartRecord) -> None:
         with self._lock:
@@ -1048,23 +1115,40 @@ class _Upload:
             raise TransferFailed(f"Uploading part {number} to S3 failed: {describe_exception(exc)}") from None
         return PartRecord(number, len(data), crc, response["ETag"])
 
+    @property
+    def tail_start(self) -> int:
+        return max(0, self.size - TAIL_BYTES)
+
+    def tail_part_numbers(self) -> set[int]:
+        """The parts that hold some of the last TAIL_BYTES."""
+        return set(range(self.tail_start // self.part_size + 1, self.part_count + 1))
+
+    def tail_complete(self) -> bool:
+        """Whether this process saw every part of the tail (not so after resuming from a checkpoint)."""
+        with self._lock:
+            return self.tail_part_numbers() <= self._tail_seen
+
     def _capture_edges(self, data: bytes, start: int) -> None:
         end = start + len(data)
         with self._lock:
             if start == 0:
                 self.head = bytes(data[:8])
-            tail_start = max(0, self.size - TAIL_BYTES)
-            if end > tail_start:
-                # Merge this part's slice of the last TAIL_BYTES into the tail buffer.
-                lo = max(start, tail_start)
-                piece = bytes(data[lo - start :])
-                current = (
-                    bytearray(self.tail.rjust(self.size - tail_start, b"\0"))
-                    if self.tail
-                    else bytearray(self.size - tail_start)
-                )
-                current[lo - tail_start : lo - tail_start + len(piece)] = piece
-                self.tail = bytes(current)
+            if end > self.tail_start:
+                if len(self._tail) != self.size - self.tail_start:
+                    self._tail = bytearray(self.size - self.tail_start)
+                lo = max(start, self.tail_start)
+                self._tail[lo - self.tail_start : end - self.tail_start] = data[lo - start :]
+                self._tail_seen.add(start // self.part_size + 1)
+
+    @property
+    def tail(self) -> bytes:
+        with self._lock:
+            return bytes(self._tail)
+
+    def set_tail(self, data: bytes) -> None:
+        with self._lock:
+            self._tail = bytearray(data)
+            self._tail_seen = self.tail_part_numbers()
 
     def combined_crc(self) -> int:
         with self._lock:
@@ -1073,9 +1157,9 @@ class _Upload:
 
     def checkpoint(self) -> Checkpoint:
         with self._lock:
-            parts = tuple(self.parts[n] for n in sorted(self.parts))
+            crcs = {n: p.crc32 for n, p in self.parts.items()}
         return Checkpoint(
-            self.job_id, self.bucket, self.key, self.upload_id, self.size, self.part_size, parts, self.head, self.tail
+            self.job_id, self.bucket, self.key, self.upload_id, self.size, self.part_size, crcs, self.head
         )
 
     def complete(self, crc: int, *, replace: bool) -> dict[str, Any]:
