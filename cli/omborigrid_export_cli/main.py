@@ -1,7 +1,7 @@
 """The ``omborigrid-export`` command line.
 
 Exit codes (a contract): 0 every export landed; 1 an export failed (remote, transfer, integrity);
-2 bad usage or input. A failure prints one sentence; ``--debug`` adds the traceback.
+2 bad usage or input. ``status`` exits 1 when any day shown has not landed. A failure prints one sentence; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from omborigrid_export.errors import (
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus, parse_date, validate_tenant_id
 from omborigrid_export.polling import PollState
 
+from . import ops
 from .progress import ProgressBar
 
 EXIT_OK = 0
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="replace objects that already landed")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    ops.add_parsers(sub)
 
     simulate = sub.add_parser("simulate", help="start the local OmboriGrid simulator", add_help=False)
     simulate.add_argument("args", nargs=argparse.REMAINDER)
@@ -276,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging(debug, getattr(args, "verbose", False))
         if args.command == "run":
             return command_run(args)
+        handled = ops.dispatch(args)
+        if handled is not None:
+            return handled
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

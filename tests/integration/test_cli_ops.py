@@ -1,0 +1,131 @@
+"""``omborigrid-export request`` and ``status`` against moto's server (real HTTP, fake account)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date
+
+import boto3
+import pytest
+
+from omborigrid_export.ledger import Ledger
+from omborigrid_export.models import ExportRequest
+from omborigrid_export_cli.main import main
+from tests.conftest import TENANT
+
+
+@pytest.fixture
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return moto_server
+
+
+def test_request_puts_a_valid_export_requested_event_on_the_bus(aws: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a rule on the bus that copies our events into a queue
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName=f"captured-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = f"requested-{uuid.uuid4().hex[:8]}"
+    events.put_rule(
+        Name=rule, EventPattern=json.dumps({"source": ["omborigrid.export"], "detail-type": ["Export Requested"]})
+    )
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": queue_arn}])
+    # When
+    code = main(["request", "--tenant", TENANT, "--from", "2026-10-01", "--to", "2026-10-31", "--force", "--json"])
+    # Then
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["exports"] == 31
+    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2).get("Messages", [])
+    assert len(messages) == 1
+    event = json.loads(messages[0]["Body"])
+    assert event["detail-type"] == "Export Requested"
+    assert event["detail"] == {
+        "tenantIds": [TENANT],
+        "dataDateFrom": "2026-10-01",
+        "dataDateTo": "2026-10-31",
+        "split": "daily",
+        "force": True,
+    }
+
+
+def test_request_with_bad_input_sends_nothing_and_exits_2(aws: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["request", "--tenant", "a/b", "--from", "2026-10-01", "--to", "2026-10-02"]) == 2
+    assert "not acceptable" in capsys.readouterr().err
+
+
+@pytest.fixture
+def ledger_table(aws: str) -> str:
+    name = f"ledger-{uuid.uuid4().hex[:8]}"
+    boto3.client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "tenantId", "KeyType": "HASH"},
+            {"AttributeName": "dataRange", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "tenantId", "AttributeType": "S"},
+            {"AttributeName": "dataRange", "AttributeType": "S"},
+            {"AttributeName": "state", "AttributeType": "S"},
+            {"AttributeName": "updatedAt", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "byState",
+                "KeySchema": [
+                    {"AttributeName": "state", "KeyType": "HASH"},
+                    {"AttributeName": "updatedAt", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
+def day(n: int) -> ExportRequest:
+    return ExportRequest(TENANT, date(2026, 11, n), date(2026, 11, n))
+
+
+def fill(ledger: Ledger) -> None:
+    """Nov 1 landed, Nov 2 failed, Nov 3 in flight, Nov 4 pending, Nov 5 missing."""
+    from omborigrid_export.scheduling import plan_exports
+
+    plan_exports([day(1), day(2), day(3), day(4)], ledger)
+    for n, job in ((1, "job-1"), (2, "job-2"), (3, "job-3")):
+        claim = ledger.dispatch(day(n), cap=10)
+        assert claim is not None
+        ledger.record_job(day(n), claim, job)
+    ledger.mark_landed(day(1), "job-1", "k/1.parquet", "k/_1.manifest.json")
+    ledger.mark_failed(day(2), "job-2", "IntegrityError: fileSize lied")
+
+
+def test_status_shows_each_day_as_a_calendar_and_as_json(ledger_table: str, capsys: pytest.CaptureFixture[str]) -> None:
+    fill(Ledger(boto3.client("dynamodb"), ledger_table))
+    args = ["status", "--table", ledger_table, "--tenant", TENANT, "--from", "2026-11-01", "--to", "2026-11-05"]
+    assert main([*args, "--json"]) == 1  # not everything landed
+    report = json.loads(capsys.readouterr().out)
+    states = [d["state"] for d in report["tenants"][0]["days"]]
+    assert states == ["LANDED", "FAILED", "QUEUED", "PENDING", "MISSING"]
+    assert report["tenants"][0]["days"][1]["error"] == "IntegrityError: fileSize lied"
+    assert main(args) == 1
+    grid = capsys.readouterr().out
+    assert f"  2026-11 |#X~. {' ' * 26}|" in grid
+    assert "failed 2026-11-02: IntegrityError: fileSize lied" in grid
+
+
+def test_status_of_a_fully_landed_range_exits_0(ledger_table: str, capsys: pytest.CaptureFixture[str]) -> None:
+    fill(Ledger(boto3.client("dynamodb"), ledger_table))
+    assert (
+        main(["status", "--table", ledger_table, "--tenant", TENANT, "--from", "2026-11-01", "--to", "2026-11-01"]) == 0
+    )
+
+
+def test_status_finds_the_table_from_the_stack_outputs(aws: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["status", "--stack", "no-such-stack", "--tenant", TENANT, "--from", "2026-11-01", "--to", "2026-11-01"])
+        == 2
+    )
+    assert "Cannot read stack 'no-such-stack'" in capsys.readouterr().err
