@@ -105,14 +105,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     def enqueue(body: str) -> None:
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
 
-    outcomes = plan(event, enqueue)
-    outcomes += dispatch_pending(
+    planned = plan(event, enqueue)
+    dispatched = dispatch_pending(
         runtime.ledger(),
         create=runtime.exporter().create,
         enqueue=enqueue,
         cap=_int_env("MAX_JOBS_IN_FLIGHT", 20),
         deadline=lambda: context.get_remaining_time_in_millis() < RESERVE_SECONDS * 1000,
     )
+    # One row per request, its latest outcome: a request planned and then created is reported once, created.
+    latest = {o.request: o for o in planned}
+    latest.update({o.request: o for o in dispatched})
+    outcomes = list(latest.values())
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1

@@ -25,13 +25,23 @@ tracer = Tracer()
 
 
 def start(ref: JobRef) -> str:
-    """Start the execution for ``ref``; returns 'started' or 'already-started'."""
+    """Start the execution for ``ref``; returns 'started' or 'already-started'.
+
+    StartExecution answers a duplicate of a *running* execution with that execution (not an error), and a
+    duplicate of a finished one with ExecutionAlreadyExists; looking first tells the two apart for the
+    logs and metrics. Correctness does not depend on the look: the name alone prevents a second run.
+    """
+    sfn = runtime.aws("stepfunctions")
+    machine = runtime.env("EXPORT_STATE_MACHINE_ARN")
+    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + ref.execution_name()
     try:
-        runtime.aws("stepfunctions").start_execution(
-            stateMachineArn=runtime.env("EXPORT_STATE_MACHINE_ARN"),
-            name=ref.execution_name(),
-            input=json.dumps(ref.execution_input()),
-        )
+        sfn.describe_execution(executionArn=arn)
+        return "already-started"
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+            raise
+    try:
+        sfn.start_execution(stateMachineArn=machine, name=ref.execution_name(), input=json.dumps(ref.execution_input()))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
             return "already-started"

@@ -1,0 +1,38 @@
+"""Fixtures of the state machine tier (see helpers.py for the clocks and the shared helpers).
+
+One LocalStack per test module (building it takes a few seconds); each test gets the simulator reset to
+fresh knobs and a tenant id of its own, so ledger entries, keys, executions and events never collide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from omborigrid_local.simulator import Simulator
+
+from .helpers import fresh_config
+
+
+@pytest.fixture(scope="module")
+def module_simulator(sim_cache: Path) -> Iterator[Simulator]:
+    with Simulator(fresh_config(), cache_dir=sim_cache) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def sim(module_simulator: Simulator) -> Simulator:
+    """The module's simulator with every knob back at its default (and no jobs, stats or armed faults)."""
+    module_simulator.reset()
+    module_simulator.configure(**dataclasses.asdict(fresh_config()))
+    return module_simulator
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant id of its own for each test (24 hex digits, like OmboriGrid's)."""
+    return secrets.token_hex(12)
