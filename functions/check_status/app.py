@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from omborigrid_export.errors import InvalidInput
 from omborigrid_export.state import ExportState
 from omborigrid_lambda import runtime
 
@@ -31,8 +32,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         dataDateTo=state.ref.request.date_to.isoformat(),
     )
     if state.poll is None:
-        from omborigrid_export.errors import InvalidInput
-
         raise InvalidInput("The state has no 'poll' object; it is added by the 'Prepare Polling' state.")
     job, poll = runtime.exporter().check(state.ref.job_id, state.poll)
     metrics.add_metric(name="StatusChecks", unit=MetricUnit.Count, value=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -27,7 +28,7 @@ tracer = Tracer()
 RESERVE_SECONDS = 60.0
 
 
-def _time_left(context: LambdaContext) -> Any:
+def _time_left(context: LambdaContext) -> Callable[[], float]:
     """Seconds left for transfer work. DOWNLOAD_TIME_BUDGET_SECONDS caps it (tests, tuning)."""
     started = time.monotonic()
     budget = float(os.environ.get("DOWNLOAD_TIME_BUDGET_SECONDS") or 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import requests
@@ -240,15 +239,3 @@ def _server_message(response: requests.Response) -> str:
     text = str(message) if message else response.text or f"HTTP {response.status_code}"
     text = scrub(" ".join(text.split()))
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def client_from_settings(
-    settings: Any, token: TokenProvider | str, session_factory: Callable[[], requests.Session] = requests.Session
-) -> OmboriGridClient:
-    return OmboriGridClient(
-        settings.api_url,
-        token,
-        session=session_factory(),
-        connect_timeout=settings.api_connect_timeout,
-        read_timeout=settings.api_read_timeout,
-    )

@@ -46,10 +46,6 @@ class LandingResult:
     manifest: dict[str, Any] | None = None
     checkpoint: Checkpoint | None = None
 
-    @property
-    def complete(self) -> bool:
-        return self.manifest is not None
-
 
 class Exporter:
     def __init__(

@@ -7,6 +7,7 @@ Execution input (from StartExport): ``{"job": {"jobId", "tenantId", "dataDateFro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -65,8 +66,6 @@ class JobRef:
         Step Functions allows 80 characters of [A-Za-z0-9_-]; ids that do not fit are shortened with a
         hash of the full identity so that two jobs never share a name.
         """
-        import hashlib
-
         tenant = _NAME_UNSAFE.sub("-", self.request.tenant_id)
         job = _NAME_UNSAFE.sub("-", self.job_id)
         span = f"{self.request.date_from:%Y%m%d}-{self.request.date_to:%Y%m%d}"
