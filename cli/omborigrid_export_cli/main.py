@@ -178,8 +178,11 @@ def command_run(args: argparse.Namespace, *, environ: dict[str, str] | None = No
     else:
         for item in exports:
             state = "already landed" if item.get("alreadyExisted") else "landed"
+            dates = item["dataDateFrom"]
+            if item["dataDateTo"] != dates:
+                dates += f"..{item['dataDateTo']}"
             print(
-                f"{item['tenantId']} {item['dataDateFrom']}..{item['dataDateTo']}: {state} "
+                f"{item['tenantId']} {dates}: {state} "
                 f"s3://{item['bucket']}/{item['key']} ({item['bytes']:,} bytes, {item['checksum']})"
             )
     for t in failures:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -68,8 +69,13 @@ class ProgressBar:
         fraction = self._done / self._total if self._total else 0.0
         filled = int(fraction * self._width)
         rate = self._done / max(now - self._started, 1e-6) / MIB
-        self._stream.write(
-            f"\r\033[K{self._label} [{'#' * filled}{'.' * (self._width - filled)}] {fraction:6.1%} "
+        figures = (
+            f" [{'#' * filled}{'.' * (self._width - filled)}] {fraction:6.1%} "
             f"{self._done / MIB:,.1f}/{self._total / MIB:,.1f} MiB {rate:,.1f} MiB/s"
         )
+        # One line, never wrapped: a wrapped line cannot be redrawn in place.
+        columns = shutil.get_terminal_size((100, 24)).columns
+        room = max(10, columns - len(figures) - 1)
+        label = self._label if len(self._label) <= room else self._label[: room - 1] + "…"
+        self._stream.write(f"\r\033[K{label}{figures}")
         self._stream.flush()
