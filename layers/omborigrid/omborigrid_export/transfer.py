@@ -633,52 +633,70 @@ class Transfer:
     ) -> bool:
         """Fetch and upload every missing part. False when the deadline stopped it early.
 
-        ``first`` is the probe's open 206 response for the first missing part; it is used, not refetched.
+        Fetching and uploading overlap: ``concurrency`` parts are read from the source while up to as many
+        read parts are being uploaded, so a slow source (a per-connection cap) and a slow sink do not add
+        up. At most 2 × concurrency parts are held in memory. ``first`` is the probe's open 206 response
+        for the first missing part; it is used, not refetched.
         """
         todo = deque(upload.missing_parts())
         concurrency = min(self._settings.concurrency, max(1, len(todo)))
-        in_flight: set[Future[tuple[PartRecord, float]]] = set()
+        fetching: set[Future[tuple[int, bytes, float]]] = set()
+        uploading: set[Future[PartRecord]] = set()
         slowest = 0.0
         last_saved = self._clock()
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="part") as pool:
+        with (
+            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as fetch_pool,
+            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload") as upload_pool,
+        ):
             try:
-                while todo or in_flight:
-                    while todo and len(in_flight) < concurrency:
+                while todo or fetching or uploading:
+                    while todo and len(fetching) < concurrency and len(fetching) + len(uploading) < 2 * concurrency:
                         # Start a part only if there is time to finish it (twice the slowest so far).
                         if time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS + 2 * slowest:
                             todo.clear()
                             break
                         opened, first = first, None
-                        in_flight.add(pool.submit(self._timed_part, source, upload, todo.popleft(), stats, opened))
-                    if not in_flight:
+                        fetching.add(
+                            fetch_pool.submit(self._timed_fetch, source, upload, todo.popleft(), stats, opened)
+                        )
+                    if not fetching and not uploading:
                         break
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        record, seconds = future.result()
+                    pending: list[Future[Any]] = [*fetching, *uploading]
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fetched in [f for f in fetching if f in done]:
+                        fetching.discard(fetched)
+                        number, data, seconds = fetched.result()
                         slowest = max(slowest, seconds)
-                        upload.add(record)
+                        start, _end = upload.part_range(number)
+                        uploading.add(upload_pool.submit(upload.upload_part, number, data, start))
+                    for uploaded in [f for f in uploading if f in done]:
+                        uploading.discard(uploaded)
+                        upload.add(uploaded.result())
                     if on_checkpoint is not None and self._clock() - last_saved >= self._checkpoint_every:
                         on_checkpoint(upload.checkpoint())
                         last_saved = self._clock()
             except BaseException:
-                for future in in_flight:
-                    future.cancel()
+                for fetch in fetching:
+                    fetch.cancel()
+                for part in uploading:
+                    part.cancel()
                 raise
             finally:
                 if first is not None:
                     first.close()
         return not upload.missing_parts()
 
-    def _timed_part(
+    def _timed_fetch(
         self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None
-    ) -> tuple[PartRecord, float]:
+    ) -> tuple[int, bytes, float]:
         started = self._clock()
-        record = self._fetch_part(source, upload, number, stats, opened)
-        return record, self._clock() - started
+        data = self._fetch_part(source, upload, number, stats, opened)
+        return number, data, self._clock() - started
 
     def _fetch_part(
         self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None = None
-    ) -> PartRecord:
+    ) -> bytes:
+        """The bytes of one part, resuming with Range after a dropped connection."""
         start, end = upload.part_range(number)
         length = end - start + 1
         buffer = _Chunks()
@@ -719,7 +737,7 @@ class Transfer:
                     ) from None
                 logger.info("part %d: %s after %d bytes; resuming", number, describe_exception(exc), len(buffer))
                 self._sleep(min(0.2 * 2**failures, 5.0))
-        return upload.upload_part(number, buffer.take(length), start)
+        return buffer.take(length)
 
     # Stream mode: the source ignores Range, so the body is read in order and cut into parts.
 
