@@ -59,7 +59,8 @@ demo: install
 	$(BIN)/omborigrid-export demo
 
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/pip install $(PIP_QUIET) -e ".[dev,bench]" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(BIN)/python -m bench.run --write
 
 # sam build (no container) needs the function runtime, python3.13, on PATH: use pyenv's when it is not.
 build: tools

@@ -29,10 +29,10 @@ def test_given_no_arguments_when_settings_built_then_documented_defaults() -> No
     assert settings.transfer == TransferSettings()
     assert (settings.transfer.part_size, settings.transfer.concurrency, settings.transfer.max_attempts) == (
         8 * MIB,
-        4,
+        8,
         5,
     )
-    assert (DEFAULT_PART_SIZE, DEFAULT_CONCURRENCY, DEFAULT_ATTEMPTS) == (8 * MIB, 4, 5)
+    assert (DEFAULT_PART_SIZE, DEFAULT_CONCURRENCY, DEFAULT_ATTEMPTS) == (8 * MIB, 8, 5)
 
 
 def test_given_empty_environment_when_from_env_then_same_as_defaults() -> None:

@@ -17,7 +17,7 @@ from .layout import DEFAULT_ARCHIVE_KEY_TEMPLATE, DEFAULT_KEY_TEMPLATE, KeyLayou
 DEFAULT_API_URL = "https://api.omborigrid.com"
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB
-DEFAULT_CONCURRENCY = 4
+DEFAULT_CONCURRENCY = 8
 DEFAULT_ATTEMPTS = 5
 
 
@@ -27,8 +27,8 @@ class TransferSettings:
 
     #: Minimum part size; the actual size grows with the file so that it fits in 10,000 parts.
     part_size: int = DEFAULT_PART_SIZE
-    #: Parts read at once when the source supports Range; as many more may be uploading meanwhile, so
-    #: memory ≈ 2 × concurrency × part size (64 MiB at the defaults).
+    #: Parts read at once when the source supports Range (one connection each); half as many more may be
+    #: uploading meanwhile, so memory ≈ 1.5 × concurrency × part size (96 MiB at the defaults).
     concurrency: int = DEFAULT_CONCURRENCY
     #: Attempts per byte range (or for the whole stream when Range is not supported).
     max_attempts: int = DEFAULT_ATTEMPTS

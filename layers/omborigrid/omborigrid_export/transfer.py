@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
+import urllib3
 from botocore.exceptions import ClientError
 
 from . import checksum
@@ -633,24 +634,30 @@ class Transfer:
     ) -> bool:
         """Fetch and upload every missing part. False when the deadline stopped it early.
 
-        Fetching and uploading overlap: ``concurrency`` parts are read from the source while up to as many
-        read parts are being uploaded, so a slow source (a per-connection cap) and a slow sink do not add
-        up. At most 2 × concurrency parts are held in memory. ``first`` is the probe's open 206 response
+        Fetching and uploading overlap: ``concurrency`` parts are read from the source while read parts are
+        uploaded by half as many workers, so a slow source (a per-connection cap) and a slow sink do not add
+        up. At most 1.5 × concurrency parts are held in memory. ``first`` is the probe's open 206 response
         for the first missing part; it is used, not refetched.
         """
         todo = deque(upload.missing_parts())
         concurrency = min(self._settings.concurrency, max(1, len(todo)))
-        fetching: set[Future[tuple[int, bytes, float]]] = set()
+        # Uploading to S3 is faster than one source connection, so fewer upload workers keep up.
+        uploaders = max(2, concurrency // 2)
+        fetching: set[Future[tuple[int, bytearray, float]]] = set()
         uploading: set[Future[PartRecord]] = set()
         slowest = 0.0
         last_saved = self._clock()
         with (
             ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as fetch_pool,
-            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload") as upload_pool,
+            ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="upload") as upload_pool,
         ):
             try:
                 while todo or fetching or uploading:
-                    while todo and len(fetching) < concurrency and len(fetching) + len(uploading) < 2 * concurrency:
+                    while (
+                        todo
+                        and len(fetching) < concurrency
+                        and len(fetching) + len(uploading) < concurrency + uploaders
+                    ):
                         # Start a part only if there is time to finish it (twice the slowest so far).
                         if time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS + 2 * slowest:
                             todo.clear()
@@ -688,39 +695,45 @@ class Transfer:
 
     def _timed_fetch(
         self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None
-    ) -> tuple[int, bytes, float]:
+    ) -> tuple[int, bytearray, float]:
         started = self._clock()
         data = self._fetch_part(source, upload, number, stats, opened)
         return number, data, self._clock() - started
 
     def _fetch_part(
         self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None = None
-    ) -> bytes:
-        """The bytes of one part, resuming with Range after a dropped connection."""
+    ) -> bytearray:
+        """The bytes of one part, resuming with Range after a dropped connection.
+
+        Read straight into one buffer of the part's size: the part is held once, not as chunks plus a copy.
+        """
         start, end = upload.part_range(number)
         length = end - start + 1
-        buffer = _Chunks()
+        buffer = bytearray(length)
+        view = memoryview(buffer)
+        got = 0
         failures = 0
-        while len(buffer) < length:
+        while got < length:
             generation = source.generation
             try:
                 if opened is not None:
                     response, opened = opened, None
                 else:
-                    response, generation = source.open(start + len(buffer), end)
-                if buffer:
+                    response, generation = source.open(start + got, end)
+                if got:
                     stats.add("resumes")
                 with response:
-                    self._check_content_range(response, start + len(buffer), end, upload.size, source.host)
-                    for chunk in response.iter_content(_CHUNK):
-                        if len(buffer) + len(chunk) > length:
-                            raise IntegrityError(
-                                f"The download on {source.host} sent more bytes than the range asked for."
-                            )
-                        buffer.append(chunk)
-                        stats.add("bytes_received", len(chunk))
-                        self._report(len(chunk), upload.size)
-                if len(buffer) < length:
+                    self._check_content_range(response, start + got, end, upload.size, source.host)
+                    while got < length:
+                        n = response.raw.readinto(view[got : min(got + _CHUNK, length)])
+                        if not n:
+                            break
+                        got += n
+                        stats.add("bytes_received", n)
+                        self._report(n, upload.size)
+                    if got == length and response.raw.read(1):
+                        raise IntegrityError(f"The download on {source.host} sent more bytes than the range asked for.")
+                if got < length:
                     raise _Truncated()
             except _UrlExpired:
                 source.refresh(generation)
@@ -729,15 +742,16 @@ class Transfer:
                 raise TransferFailed(
                     f"The download on {source.host} stopped honouring Range mid-transfer; it will be retried."
                 ) from None
-            except (requests.RequestException, OSError, _Truncated) as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, _Truncated) as exc:
                 failures += 1
                 if failures >= self._settings.max_attempts:
                     raise TransferFailed(
                         f"Part {number} from {source.host} failed {failures} times ({describe_exception(exc)})."
                     ) from None
-                logger.info("part %d: %s after %d bytes; resuming", number, describe_exception(exc), len(buffer))
+                logger.info("part %d: %s after %d bytes; resuming", number, describe_exception(exc), got)
                 self._sleep(min(0.2 * 2**failures, 5.0))
-        return buffer.take(length)
+        view.release()
+        return buffer
 
     # Stream mode: the source ignores Range, so the body is read in order and cut into parts.
 
@@ -1115,7 +1129,7 @@ class _Upload:
         with self._lock:
             self.parts[record.number] = record
 
-    def upload_part(self, number: int, data: bytes, start: int) -> PartRecord:
+    def upload_part(self, number: int, data: bytes | bytearray, start: int) -> PartRecord:
         if not data:
             raise IntegrityError("An empty part cannot be uploaded.")
         self._capture_edges(data, start)
@@ -1126,7 +1140,7 @@ class _Upload:
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=data,  # type: ignore[arg-type]  # botocore takes bytearray; the stubs omit it
                 ChecksumCRC32=checksum.to_base64(crc),
             )
         except ClientError as exc:
@@ -1146,7 +1160,7 @@ class _Upload:
         with self._lock:
             return self.tail_part_numbers() <= self._tail_seen
 
-    def _capture_edges(self, data: bytes, start: int) -> None:
+    def _capture_edges(self, data: bytes | bytearray, start: int) -> None:
         end = start + len(data)
         with self._lock:
             if start == 0:
