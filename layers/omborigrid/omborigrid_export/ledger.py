@@ -150,18 +150,21 @@ class Ledger:
         ]
 
     def in_state(self, state: str, *, limit: int | None = None) -> list[LedgerEntry]:
-        """Entries in ``state``, oldest change first (the ``byState`` index; eventually consistent)."""
-        entries: list[LedgerEntry] = []
-        for item in self._query(
-            IndexName=STATE_INDEX,
-            KeyConditionExpression="#state = :s",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={":s": {"S": state}},
-        ):
-            entries.append(LedgerEntry.from_item(item))
-            if limit is not None and len(entries) >= limit:
-                break
-        return entries
+        """Entries in ``state``, oldest change first (the ``byState`` index; eventually consistent).
+
+        With ``limit``, reading stops once that many are found: a drain of a long backfill must not read
+        every pending entry each time.
+        """
+        return [
+            LedgerEntry.from_item(item)
+            for item in self._query(
+                IndexName=STATE_INDEX,
+                KeyConditionExpression="#state = :s",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":s": {"S": state}},
+                limit=limit,
+            )
+        ]
 
     def in_flight(self) -> int:
         try:
@@ -170,18 +173,21 @@ class Ledger:
             raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
         return int(item.get("inFlight", {}).get("N", "0"))
 
-    def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
+    def _query(self, *, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs["TableName"] = self._table
-        while True:
+        if limit is not None:
+            kwargs["Limit"] = limit
+        while limit is None or len(items) < limit:
             try:
                 page = self._db.query(**kwargs)
             except ClientError as exc:
                 raise TransferFailed(f"Could not query the export ledger: {describe_exception(exc)}") from None
             items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return items
+                break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return items if limit is None else items[:limit]
 
     # -- planning ---------------------------------------------------------------------------------
 

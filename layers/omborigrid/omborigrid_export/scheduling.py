@@ -151,8 +151,9 @@ def dispatch_pending(
             break
         candidates = sorted(ledger.in_state(PENDING, limit=free * 4), key=lambda e: (e.date_from, e.tenant_id))
         progressed = False
+        taken = 0
         for entry in candidates:
-            if deadline():
+            if deadline() or taken >= free:
                 break
             claim = ledger.dispatch(entry.request, cap=cap)
             if claim is None:
@@ -160,6 +161,7 @@ def dispatch_pending(
                     return outcomes
                 continue  # taken by another invocation meanwhile
             progressed = True
+            taken += 1
             outcomes.append(_create(entry.request, claim, entry.force, ledger=ledger, create=create, enqueue=enqueue))
         if not progressed:
             break

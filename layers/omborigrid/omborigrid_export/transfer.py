@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import io
 import logging
 import math
 import re
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import requests
 import urllib3
@@ -956,6 +957,41 @@ class Transfer:
         return landed
 
 
+class _PartBody(io.RawIOBase):
+    """A part's buffer as a seekable file for boto3, read in blocks without copying the whole part.
+
+    (A bytearray body is accepted by S3 but not by every S3 emulator; a file object is accepted by all.)
+    """
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = min(max(0, base + offset), len(self._view))
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self._view) - self._pos)
+        buffer[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
 class _Chunks:
     """Received bytes kept as a list of chunks and joined once per part: one copy, not three."""
 
@@ -1140,7 +1176,7 @@ class _Upload:
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=data,  # type: ignore[arg-type]  # botocore takes bytearray; the stubs omit it
+                Body=cast("IO[bytes]", _PartBody(data)),
                 ChecksumCRC32=checksum.to_base64(crc),
             )
         except ClientError as exc:
