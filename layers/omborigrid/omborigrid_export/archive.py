@@ -26,7 +26,7 @@ from .layout import KeyLayout
 from .models import ExportJob
 from .redact import describe_exception
 from .settings import MIB
-from .transfer import PARQUET_MAGIC, LandedObject, _Chunks, _Upload, choose_part_size
+from .transfer import PARQUET_MAGIC, LandedObject, SeekableReader, _Chunks, _Upload, choose_part_size
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,30 +39,15 @@ _DATE_IN_NAME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 READ_BLOCK = 8 * MIB
 
 
-class S3RangeReader(io.RawIOBase):
+class S3RangeReader(SeekableReader):
     """A read-only, seekable file over an S3 object, fetched in blocks with ranged GETs."""
 
     def __init__(self, s3: S3Client, bucket: str, key: str, size: int, *, block: int = READ_BLOCK) -> None:
-        super().__init__()
-        self._s3, self._bucket, self._key, self._size, self._block = s3, bucket, key, size, block
-        self._pos = 0
+        super().__init__(size)
+        self._s3, self._bucket, self._key, self._block = s3, bucket, key, block
         self._cache_start = 0
         self._cache = b""
         self.requests = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")

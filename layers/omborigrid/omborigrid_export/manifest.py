@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from .errors import TransferFailed
 from .layout import manifest_key_for
-from .models import ExportJob
+from .models import ExportJob, iso_utc
 from .redact import describe_exception
 from .transfer import LandedObject
 
@@ -27,12 +27,8 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def build_manifest(job: ExportJob, landed: LandedObject, *, now: datetime | None = None) -> dict[str, Any]:
-    landed_at = now or datetime.now(UTC)
+def _common(job: ExportJob, delivery: LandedObject, landed_at: datetime) -> dict[str, Any]:
+    """The fields every manifest has: which export, from where, and when."""
     return {
         "schemaVersion": SCHEMA_VERSION,
         "tenantId": job.tenant_id,
@@ -40,12 +36,27 @@ def build_manifest(job: ExportJob, landed: LandedObject, *, now: datetime | None
         "dataDateTo": job.date_to.isoformat(),
         "jobId": job.id,
         "sourceFilename": job.filename,
-        "sourceHost": landed.source_host,
-        "bucket": landed.bucket,
+        "sourceHost": delivery.source_host,
+        "bucket": delivery.bucket,
+        "checksum": {"algorithm": "CRC32", "type": "FULL_OBJECT", "value": delivery.checksum_crc32},
+        "timings": {
+            "jobCreatedAt": iso_utc(job.created_at),
+            "jobUpdatedAt": iso_utc(job.updated_at),
+            "transferStartedAt": iso_utc(delivery.started_at),
+            "transferFinishedAt": iso_utc(delivery.finished_at),
+            "transferSeconds": delivery.duration_seconds,
+            "landedAt": iso_utc(landed_at),
+        },
+    }
+
+
+def build_manifest(job: ExportJob, landed: LandedObject, *, now: datetime | None = None) -> dict[str, Any]:
+    """The manifest of a single-file delivery, written beside the file."""
+    return {
+        **_common(job, landed, now or datetime.now(UTC)),
         "key": landed.key,
         "manifestKey": manifest_key_for(landed.key),
         "bytes": landed.bytes,
-        "checksum": {"algorithm": "CRC32", "type": "FULL_OBJECT", "value": landed.checksum_crc32},
         "contentKind": landed.content_kind,
         "alreadyExisted": landed.already_existed,
         "files": [
@@ -57,14 +68,6 @@ def build_manifest(job: ExportJob, landed: LandedObject, *, now: datetime | None
                 "versionId": landed.version_id,
             }
         ],
-        "timings": {
-            "jobCreatedAt": _iso(job.created_at),
-            "jobUpdatedAt": _iso(job.updated_at),
-            "transferStartedAt": _iso(landed.started_at),
-            "transferFinishedAt": _iso(landed.finished_at),
-            "transferSeconds": landed.duration_seconds,
-            "landedAt": _iso(landed_at),
-        },
     }
 
 
@@ -76,23 +79,15 @@ def build_archive_manifest(
     *,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The manifest of an archive delivery: one entry per landed member, with its table and date."""
-    landed_at = now or datetime.now(UTC)
+    """The manifest of an archive delivery: one entry per landed member, with its table and date. It sits
+    beside the first member; ``checksum`` is the delivered archive's, each file has its own."""
     first = members[0].landed.key
     head, _, _ = first.rpartition("/")
     return {
-        "schemaVersion": SCHEMA_VERSION,
-        "tenantId": job.tenant_id,
-        "dataDateFrom": job.date_from.isoformat(),
-        "dataDateTo": job.date_to.isoformat(),
-        "jobId": job.id,
-        "sourceFilename": job.filename,
-        "sourceHost": delivery.source_host,
-        "bucket": delivery.bucket,
+        **_common(job, delivery, now or datetime.now(UTC)),
         "key": first,
         "manifestKey": f"{head}/_{job.id}.manifest.json" if head else f"_{job.id}.manifest.json",
         "bytes": sum(m.landed.bytes for m in members),
-        "checksum": {"algorithm": "CRC32", "type": "FULL_OBJECT", "value": delivery.checksum_crc32},
         "contentKind": "zip",
         "deliveryBytes": delivery.bytes,
         "alreadyExisted": all(m.landed.already_existed for m in members),
@@ -110,14 +105,6 @@ def build_archive_manifest(
             for m in members
         ],
         "skippedMembers": list(skipped),
-        "timings": {
-            "jobCreatedAt": _iso(job.created_at),
-            "jobUpdatedAt": _iso(job.updated_at),
-            "transferStartedAt": _iso(delivery.started_at),
-            "transferFinishedAt": _iso(delivery.finished_at),
-            "transferSeconds": delivery.duration_seconds,
-            "landedAt": _iso(landed_at),
-        },
     }
 
 

@@ -196,14 +196,15 @@ class ExportJob:
             "dataDateFrom": self.date_from.isoformat(),
             "dataDateTo": self.date_to.isoformat(),
             "filename": self.filename,
-            "createdAt": _iso(self.created_at),
-            "updatedAt": _iso(self.updated_at),
-            "jobExpiryDate": _iso(self.expires_at),
+            "createdAt": iso_utc(self.created_at),
+            "updatedAt": iso_utc(self.updated_at),
+            "jobExpiryDate": iso_utc(self.expires_at),
             "fileSize": self.file_size,
         }
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``, or None."""
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

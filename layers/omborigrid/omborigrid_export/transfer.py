@@ -28,6 +28,7 @@ import contextlib
 import io
 import logging
 import math
+import mmap
 import re
 import struct
 import threading
@@ -417,15 +418,7 @@ class Transfer:
         if size == 0:
             raise IntegrityError(f"Job {job.id} reports an empty file (fileSize 0); nothing valid to land.")
         stats = _Stats()
-        source = _Source(
-            job,
-            refresh_job,
-            self._settings,
-            allow_local_urls=self._allow_local,
-            session_factory=self._session_factory,
-            resolver=self._resolver,
-            stats=stats,
-        )
+        source = self._source(job, refresh_job, stats)
         try:
             return self._land(
                 job,
@@ -444,6 +437,17 @@ class Transfer:
         finally:
             source.close()
 
+    def _source(self, job: ExportJob, refresh_job: JobRefresher, stats: _Stats) -> _Source:
+        return _Source(
+            job,
+            refresh_job,
+            self._settings,
+            allow_local_urls=self._allow_local,
+            session_factory=self._session_factory,
+            resolver=self._resolver,
+            stats=stats,
+        )
+
     def existing(self, job: ExportJob, *, bucket: str, key: str) -> LandedObject | None:
         """The verified object already under ``key`` for this job's size, or None.
 
@@ -457,15 +461,7 @@ class Transfer:
         """The first ``length`` bytes of the job's file: what it is, decided by its bytes, not its name."""
         if job.status is not JobStatus.DONE or job.download_url is None:
             raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
-        source = _Source(
-            job,
-            refresh_job,
-            self._settings,
-            allow_local_urls=self._allow_local,
-            session_factory=self._session_factory,
-            resolver=self._resolver,
-            stats=_Stats(),
-        )
+        source = self._source(job, refresh_job, _Stats())
         try:
             for attempt in range(self._settings.max_attempts):
                 try:
@@ -644,7 +640,7 @@ class Transfer:
         concurrency = min(self._settings.concurrency, max(1, len(todo)))
         # Uploading to S3 is faster than one source connection, so fewer upload workers keep up.
         uploaders = max(2, concurrency // 2)
-        fetching: set[Future[tuple[int, bytearray, float]]] = set()
+        fetching: set[Future[tuple[int, PartBuffer, float]]] = set()
         uploading: set[Future[PartRecord]] = set()
         slowest = 0.0
         last_saved = self._clock()
@@ -676,7 +672,7 @@ class Transfer:
                         number, data, seconds = fetched.result()
                         slowest = max(slowest, seconds)
                         start, _end = upload.part_range(number)
-                        uploading.add(upload_pool.submit(upload.upload_part, number, data, start))
+                        uploading.add(upload_pool.submit(upload.upload_and_release, number, data, start))
                     for uploaded in [f for f in uploading if f in done]:
                         uploading.discard(uploaded)
                         upload.add(uploaded.result())
@@ -696,22 +692,45 @@ class Transfer:
 
     def _timed_fetch(
         self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None
-    ) -> tuple[int, bytearray, float]:
+    ) -> tuple[int, PartBuffer, float]:
         started = self._clock()
         data = self._fetch_part(source, upload, number, stats, opened)
         return number, data, self._clock() - started
 
     def _fetch_part(
         self, source: _Source, upload: _Upload, number: int, stats: _Stats, opened: requests.Response | None = None
-    ) -> bytearray:
+    ) -> PartBuffer:
         """The bytes of one part, resuming with Range after a dropped connection.
 
         Read straight into one buffer of the part's size: the part is held once, not as chunks plus a copy.
+        The buffer is an anonymous memory map, returned to the system as soon as it is closed: heap buffers
+        of this size are kept by the allocator's per-thread arenas after they are freed, which made the peak
+        memory grow well past parts-in-flight × part size.
         """
         start, end = upload.part_range(number)
         length = end - start + 1
-        buffer = bytearray(length)
-        view = memoryview(buffer)
+        buffer = PartBuffer(length)
+        view = memoryview(buffer.map)
+        try:
+            self._read_part_into(view, source, upload, number, stats, opened)
+        except BaseException:
+            view.release()
+            buffer.close()
+            raise
+        view.release()
+        return buffer
+
+    def _read_part_into(
+        self,
+        view: memoryview,
+        source: _Source,
+        upload: _Upload,
+        number: int,
+        stats: _Stats,
+        opened: requests.Response | None,
+    ) -> None:
+        start, end = upload.part_range(number)
+        length = end - start + 1
         got = 0
         failures = 0
         while got < length:
@@ -751,8 +770,6 @@ class Transfer:
                     ) from None
                 logger.info("part %d: %s after %d bytes; resuming", number, describe_exception(exc), got)
                 self._sleep(min(0.2 * 2**failures, 5.0))
-        view.release()
-        return buffer
 
     # Stream mode: the source ignores Range, so the body is read in order and cut into parts.
 
@@ -957,19 +974,16 @@ class Transfer:
         return landed
 
 
-class _PartBody(io.RawIOBase):
-    """A part's buffer as a seekable file for boto3, read in blocks without copying the whole part.
+class SeekableReader(io.RawIOBase):
+    """A read-only, seekable file of a known size; subclasses say how bytes are read at a position."""
 
-    (A bytearray body is accepted by S3 but not by every S3 emulator; a file object is accepted by all.)
-    """
-
-    def __init__(self, data: bytes | bytearray) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self._view = memoryview(data)
+        self._size = size
         self._pos = 0
 
     def __len__(self) -> int:
-        return len(self._view)
+        return self._size
 
     def readable(self) -> bool:
         return True
@@ -981,15 +995,47 @@ class _PartBody(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = min(max(0, base + offset), len(self._view))
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = min(max(0, base + offset), self._size)
         return self._pos
 
+
+class _PartBody(SeekableReader):
+    """A part's buffer as a seekable file for boto3, read in blocks without copying the whole part.
+
+    (A bytearray body is accepted by S3 but not by every S3 emulator; a file object is accepted by all.)
+    """
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        super().__init__(len(data))
+        self._view = memoryview(data)
+
     def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), len(self._view) - self._pos)
+        n = min(len(buffer), self._size - self._pos)
         buffer[:n] = self._view[self._pos : self._pos + n]
         self._pos += n
         return n
+
+    def close(self) -> None:
+        self._view.release()
+        super().close()
+
+
+class PartBuffer:
+    """One part's bytes in an anonymous memory map (see ``Transfer._fetch_part``)."""
+
+    def __init__(self, length: int) -> None:
+        self.map = mmap.mmap(-1, length)
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def close(self) -> None:
+        # A view may still be referenced (e.g. by the traceback of a failed read): then the mapping is
+        # unmapped when the last view goes.
+        with contextlib.suppress(BufferError):
+            self.map.close()
 
 
 class _Chunks:
@@ -1165,22 +1211,32 @@ class _Upload:
         with self._lock:
             self.parts[record.number] = record
 
-    def upload_part(self, number: int, data: bytes | bytearray, start: int) -> PartRecord:
+    def upload_and_release(self, number: int, data: PartBuffer, start: int) -> PartRecord:
+        try:
+            with memoryview(data.map) as view:
+                return self.upload_part(number, view, start)
+        finally:
+            data.close()
+
+    def upload_part(self, number: int, data: bytes | memoryview, start: int) -> PartRecord:
         if not data:
             raise IntegrityError("An empty part cannot be uploaded.")
         self._capture_edges(data, start)
         crc = checksum.crc32_of(data)
+        body = _PartBody(data)
         try:
             response = self._s3.upload_part(
                 Bucket=self.bucket,
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=cast("IO[bytes]", _PartBody(data)),
+                Body=cast("IO[bytes]", body),
                 ChecksumCRC32=checksum.to_base64(crc),
             )
         except ClientError as exc:
             raise TransferFailed(f"Uploading part {number} to S3 failed: {describe_exception(exc)}") from None
+        finally:
+            body.close()
         return PartRecord(number, len(data), crc, response["ETag"])
 
     @property
@@ -1196,7 +1252,7 @@ class _Upload:
         with self._lock:
             return self.tail_part_numbers() <= self._tail_seen
 
-    def _capture_edges(self, data: bytes | bytearray, start: int) -> None:
+    def _capture_edges(self, data: bytes | memoryview, start: int) -> None:
         end = start + len(data)
         with self._lock:
             if start == 0:
