@@ -631,30 +631,27 @@ class Transfer:
     ) -> bool:
         """Fetch and upload every missing part. False when the deadline stopped it early.
 
-        Fetching and uploading overlap: ``concurrency`` parts are read from the source while read parts are
-        uploaded by half as many workers, so a slow source (a per-connection cap) and a slow sink do not add
-        up. At most 1.5 × concurrency parts are held in memory. ``first`` is the probe's open 206 response
+        Fetching and uploading overlap: up to ``concurrency`` parts are read from the source while read parts
+        are uploaded by up to as many workers, so a slow source (a per-connection cap) and a slow sink do not
+        add up. At most 1.5 × concurrency parts are held in memory, wherever they are. ``first`` is the probe's open 206 response
         for the first missing part; it is used, not refetched.
         """
         todo = deque(upload.missing_parts())
         concurrency = min(self._settings.concurrency, max(1, len(todo)))
-        # Uploading to S3 is faster than one source connection, so fewer upload workers keep up.
-        uploaders = max(2, concurrency // 2)
+        # Parts held at once: the readers plus half as many again waiting for or in an upload. A slow source
+        # keeps every reader busy and few uploads; a fast one fills the uploaders instead.
+        held = concurrency + max(2, concurrency // 2)
         fetching: set[Future[tuple[int, PartBuffer, float]]] = set()
         uploading: set[Future[PartRecord]] = set()
         slowest = 0.0
         last_saved = self._clock()
         with (
             ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as fetch_pool,
-            ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="upload") as upload_pool,
+            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload") as upload_pool,
         ):
             try:
                 while todo or fetching or uploading:
-                    while (
-                        todo
-                        and len(fetching) < concurrency
-                        and len(fetching) + len(uploading) < concurrency + uploaders
-                    ):
+                    while todo and len(fetching) < concurrency and len(fetching) + len(uploading) < held:
                         # Start a part only if there is time to finish it (twice the slowest so far).
                         if time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS + 2 * slowest:
                             todo.clear()
