@@ -626,10 +626,10 @@ def reading(results: list[CaseResult]) -> list[str]:
             if src and sink:
                 serial = 1 / (1 / src + 1 / sink)
                 lines.append(
-                    f"  Workers that fetch a part and then upload it before fetching the next one move at most "
-                    f"1/(1/source + 1/sink) = 1/(1/{src:.0f} + 1/{sink:.0f}) = {serial:.0f} MiB/s; overlapping the "
-                    f"two would approach min(source, sink) = {min(src, sink):.0f} MiB/s, less the last parts' uploads "
-                    "and the completion, which nothing overlaps."
+                    f"  Ours overlaps reads and uploads, so it can approach min(source, sink) = {min(src, sink):.0f} "
+                    "MiB/s, less the last parts' uploads and the completion, which nothing overlaps; workers that "
+                    f"read a part and then upload it would move at most 1/(1/source + 1/sink) = 1/(1/{src:.0f} + "
+                    f"1/{sink:.0f}) = {serial:.0f} MiB/s."
                 )
         rss = r.peak_rss("ours")
         peers_rss = {p: r.peak_rss(p) for p in ("upload_fileobj", "smart_open", "put_object")}
