@@ -13,6 +13,7 @@ from omborigrid_export.ledger import Ledger
 from omborigrid_export.models import ExportRequest
 from omborigrid_export_cli.main import main
 from tests.conftest import TENANT
+from tests.ledger_table import create_ledger_table
 
 
 @pytest.fixture
@@ -57,32 +58,7 @@ def test_request_with_bad_input_sends_nothing_and_exits_2(aws: str, capsys: pyte
 
 @pytest.fixture
 def ledger_table(aws: str) -> str:
-    name = f"ledger-{uuid.uuid4().hex[:8]}"
-    boto3.client("dynamodb").create_table(
-        TableName=name,
-        KeySchema=[
-            {"AttributeName": "tenantId", "KeyType": "HASH"},
-            {"AttributeName": "dataRange", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "tenantId", "AttributeType": "S"},
-            {"AttributeName": "dataRange", "AttributeType": "S"},
-            {"AttributeName": "state", "AttributeType": "S"},
-            {"AttributeName": "updatedAt", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "byState",
-                "KeySchema": [
-                    {"AttributeName": "state", "KeyType": "HASH"},
-                    {"AttributeName": "updatedAt", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return name
+    return create_ledger_table(boto3.client("dynamodb"), f"ledger-{uuid.uuid4().hex[:8]}")
 
 
 def day(n: int) -> ExportRequest:

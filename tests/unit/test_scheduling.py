@@ -31,6 +31,7 @@ from omborigrid_export.scheduling import (
     zone,
 )
 from omborigrid_export.state import JobRef
+from tests.ledger_table import create_ledger_table
 
 TABLE = "export-ledger"
 T0 = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
@@ -261,30 +262,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def dynamodb(aws_env: None) -> Iterator[Any]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "tenantId", "KeyType": "HASH"},
-                {"AttributeName": "dataRange", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "tenantId", "AttributeType": "S"},
-                {"AttributeName": "dataRange", "AttributeType": "S"},
-                {"AttributeName": "state", "AttributeType": "S"},
-                {"AttributeName": "updatedAt", "AttributeType": "S"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "byState",
-                    "KeySchema": [
-                        {"AttributeName": "state", "KeyType": "HASH"},
-                        {"AttributeName": "updatedAt", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_ledger_table(client, TABLE)
         yield client
 
 
