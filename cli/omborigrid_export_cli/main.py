@@ -22,7 +22,7 @@ from omborigrid_export.errors import (
     InvalidInput,
     OmboriGridExportError,
 )
-from omborigrid_export.models import ExportJob, ExportRequest, JobStatus, parse_date, validate_tenant_id
+from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity, JobStatus, parse_date, validate_tenant_id
 from omborigrid_export.polling import PollState
 
 from . import ops
@@ -221,11 +221,12 @@ def _run_all(
             assert item.job is not None
             assert item.poll is not None
             try:
-                job, item.poll = exporter.check(item.job.id, item.poll)
+                identity = JobIdentity(item.job.id, item.request)
+                job, item.poll = exporter.check(identity, item.poll)
                 item.job = job
                 if job.status is JobStatus.DONE:
                     bar.start(f"{item.request.label} {job.filename}", job.file_size or 0)
-                    landing = exporter.land(job.id, bucket=bucket, replace=force)
+                    landing = exporter.land(identity, bucket=bucket, replace=force)
                     bar.finish()
                     assert landing.manifest is not None
                     item.result = _export_result(landing.manifest)

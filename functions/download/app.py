@@ -66,7 +66,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         ledger.save_checkpoint(request, state.ref.job_id, checkpoint.to_dict())
 
     result = runtime.exporter().land(
-        state.ref.job_id,
+        state.ref.identity,
         bucket=bucket,
         replace=state.ref.force,
         resume=resume,

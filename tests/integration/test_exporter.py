@@ -13,7 +13,7 @@ import pytest
 from omborigrid_export.client import OmboriGridClient
 from omborigrid_export.exporter import Exporter
 from omborigrid_export.layout import KeyLayout
-from omborigrid_export.models import ExportRequest
+from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity
 from omborigrid_export.settings import MIB, Settings, TransferSettings
 from tests.conftest import TENANT, object_keys
 from tests.integration.test_transfer import done_job
@@ -40,23 +40,30 @@ def exporter(simulator: Any, s3: Any) -> Exporter:
     return Exporter(settings, OmboriGridClient(simulator.base_url, simulator.token), s3)
 
 
+def pinned(job: ExportJob) -> JobIdentity:
+    return JobIdentity(job.id, job.request)
+
+
 def test_manifests_match_the_published_schema_and_hold_no_secret(simulator, exporter, bucket):
     job = done_job(simulator, exporter.client)
-    manifest = exporter.land(job.id, bucket=bucket).manifest
+    manifest = exporter.land(pinned(job), bucket=bucket).manifest
     jsonschema.validate(manifest, schema("export-completed.schema.json"))
     assert "X-Sim-Signature" not in json.dumps(manifest)
     assert manifest["sourceHost"].startswith("127.0.0.1:")
     simulator.configure(delivery="zip")
-    zipped = exporter.land(done_job(simulator, exporter.client, "2026-11-02").id, bucket=bucket).manifest
+    zipped = exporter.land(pinned(done_job(simulator, exporter.client, "2026-11-02")), bucket=bucket).manifest
     jsonschema.validate(zipped, schema("export-completed.schema.json"))
 
 
 def test_a_forced_re_export_with_a_new_file_name_removes_the_files_it_replaces(simulator, exporter, s3, bucket):
     simulator.configure(filename_override="first.parquet")
-    first = exporter.land(done_job(simulator, exporter.client).id, bucket=bucket).manifest
+    first = exporter.land(pinned(done_job(simulator, exporter.client)), bucket=bucket).manifest
     simulator.configure(filename_override="second.parquet")
     second = exporter.land(
-        done_job(simulator, exporter.client).id, bucket=bucket, replace=True, previous_manifest_key=first["manifestKey"]
+        pinned(done_job(simulator, exporter.client)),
+        bucket=bucket,
+        replace=True,
+        previous_manifest_key=first["manifestKey"],
     ).manifest
     assert object_keys(s3, bucket) == sorted([second["key"], second["manifestKey"]])
     assert second["key"].endswith("/second.parquet")
@@ -65,9 +72,9 @@ def test_a_forced_re_export_with_a_new_file_name_removes_the_files_it_replaces(s
 def test_an_archive_landed_twice_lands_once(simulator, exporter, s3, bucket):
     simulator.configure(delivery="zip")
     job = done_job(simulator, exporter.client)
-    first = exporter.land(job.id, bucket=bucket).manifest
+    first = exporter.land(pinned(job), bucket=bucket).manifest
     keys = object_keys(s3, bucket)
-    again = exporter.land(job.id, bucket=bucket).manifest
+    again = exporter.land(pinned(job), bucket=bucket).manifest
     assert object_keys(s3, bucket) == keys
     assert again["alreadyExisted"] is True
     assert [f["key"] for f in again["files"]] == [f["key"] for f in first["files"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -490,3 +491,20 @@ def test_given_no_expiry_when_checked_then_never_expired() -> None:
     body = seed_job()
     del body["jobExpiryDate"]
     assert not ExportJob.from_api(body).is_expired(datetime(9999, 1, 1, tzinfo=UTC))
+
+
+def test_given_a_pinned_identity_when_an_answer_names_another_tenant_day_or_id_then_it_is_an_integrity_error():
+    from omborigrid_export.errors import IntegrityError
+    from omborigrid_export.models import JobIdentity
+
+    asked = ExportRequest.parse("621e1fc633350f0007637a0c", "2026-11-01", "2026-11-01")
+    identity = JobIdentity("6560f1a2b3c4d5e6f7a8b9c0", asked)
+    same = ExportJob(identity.job_id, JobStatus.QUEUED, asked.tenant_id, asked.date_from, asked.date_to, "f.parquet")
+    assert identity.confirm(same) is same
+    for other in (
+        dataclasses.replace(same, tenant_id="621e1fc633350f0007637aff"),
+        dataclasses.replace(same, date_to=asked.date_to + timedelta(days=1)),
+        dataclasses.replace(same, id="6560f1a2b3c4d5e6f7a8b9ff"),
+    ):
+        with pytest.raises(IntegrityError, match="was asked about"):
+            identity.confirm(other)

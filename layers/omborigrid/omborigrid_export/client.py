@@ -22,11 +22,12 @@ from .errors import (
     ApiUnavailable,
     AuthError,
     ConfigurationError,
+    IntegrityError,
     InvalidApiResponse,
     JobNotFound,
     RequestRejected,
 )
-from .models import ExportJob, ExportRequest, validate_job_id
+from .models import ExportJob, ExportRequest, JobIdentity, validate_job_id
 from .redact import describe_exception, host_of, scrub
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class OmboriGridClient:
         body = self._call("POST", JOBS_PATH, json_body=request.to_api(), what=f"create the export for {request.label}")
         job = ExportJob.from_api(body)
         if job.request != request:
-            raise InvalidApiResponse(
+            raise IntegrityError(
                 f"The API created job {job.id} for {job.request.label}, but {request.label} was asked for."
             )
         logger.info("created export job %s for %s (%s)", job.id, request.label, job.status.value)
@@ -136,8 +137,12 @@ class OmboriGridClient:
         body = self._call("GET", f"{JOBS_PATH}/{job_id}", what=f"get export job {job_id}", job_id=job_id)
         job = ExportJob.from_api(body)
         if job.id != job_id:
-            raise InvalidApiResponse(f"The API answered a request for job {job_id} with job {job.id}.")
+            raise IntegrityError(f"The API answered a request for job {job_id} with job {job.id}.")
         return job
+
+    def get_pinned_job(self, identity: JobIdentity) -> ExportJob:
+        """The job as it is now, refused with :class:`IntegrityError` unless it still carries ``identity``."""
+        return identity.confirm(self.get_job(identity.job_id))
 
     # -- plumbing -------------------------------------------------------------------------------
 

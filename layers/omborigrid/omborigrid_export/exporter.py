@@ -19,7 +19,7 @@ from .archive import explode
 from .client import OmboriGridClient
 from .errors import ExportFailed, IntegrityError
 from .manifest import build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
-from .models import ExportJob, ExportRequest, JobStatus
+from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .polling import PollState
 from .redact import describe_exception
 from .settings import Settings
@@ -68,9 +68,9 @@ class Exporter:
     def create(self, request: ExportRequest) -> ExportJob:
         return self.client.create_job(request)
 
-    def check(self, job_id: str, poll: PollState) -> tuple[ExportJob, PollState]:
+    def check(self, identity: JobIdentity, poll: PollState) -> tuple[ExportJob, PollState]:
         """One status check: the job as it is now and the next poll state (or a typed error)."""
-        job = self.client.get_job(job_id)
+        job = self.client.get_pinned_job(identity)
         next_poll = poll.after_check(job, self._now())
         logger.info(
             "job %s is %s after %d checks (next wait %ds)",
@@ -92,7 +92,7 @@ class Exporter:
 
     def land(
         self,
-        job_id: str,
+        identity: JobIdentity,
         *,
         bucket: str,
         replace: bool = False,
@@ -109,7 +109,7 @@ class Exporter:
         re-export never leaves two copies of a day behind.
         """
         # Always read the job again: the URL from an earlier check may have expired meanwhile.
-        job = self.client.get_job(job_id)
+        job = self.client.get_pinned_job(identity)
         if job.status is not JobStatus.DONE:
             raise ExportFailed(f"Job {job.id} was expected to be done but is {job.status.value}.")
         transfer = Transfer(
@@ -121,7 +121,7 @@ class Exporter:
         )
 
         def refresh() -> ExportJob:
-            return self.client.get_job(job_id)
+            return self.client.get_pinned_job(identity)
 
         staging_key = self.settings.archive_layout.staging_key(
             tenant_id=job.tenant_id, job_id=job.id, filename=job.filename

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .errors import ExportFailed, InvalidApiResponse, InvalidInput
+from .errors import ExportFailed, IntegrityError, InvalidApiResponse, InvalidInput
 
 #: Tenant ids become part of S3 keys and execution names, so only a conservative alphabet is accepted.
 #: OmboriGrid's own ids are 24-character hex strings, well inside this.
@@ -104,6 +104,35 @@ class ExportRequest:
             "dataDateFrom": self.date_from.isoformat(),
             "dataDateTo": self.date_to.isoformat(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class JobIdentity:
+    """Who a job is: the id the API returned on create plus the tenant and dates that were asked for.
+
+    The identity is pinned (DESIGN "Identity"): every later answer about the job (each status check, the
+    land-time re-read, every URL refresh) must carry the same id, tenant and dates. Keys, ledger entries and
+    manifests derive from this requested identity only, never from what a later answer claims.
+    """
+
+    job_id: str
+    request: ExportRequest
+
+    def __post_init__(self) -> None:
+        validate_job_id(self.job_id)
+
+    @property
+    def label(self) -> str:
+        return f"job {self.job_id} ({self.request.label})"
+
+    def confirm(self, job: ExportJob) -> ExportJob:
+        """``job`` if the API's answer is about this identity; :class:`IntegrityError` naming both otherwise."""
+        if job.id != self.job_id or job.request != self.request:
+            raise IntegrityError(
+                f"The API answered for job {_quote(job.id)} of {job.request.label}, but {self.label} was asked "
+                "about; nothing from that answer is landed."
+            )
+        return job
 
 
 @dataclass(frozen=True, slots=True)

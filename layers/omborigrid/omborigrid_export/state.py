@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInput
-from .models import ExportRequest, validate_job_id
+from .models import ExportRequest, JobIdentity, validate_job_id
 from .polling import PollState
 from .transfer import Checkpoint
 
@@ -48,6 +48,10 @@ class JobRef:
         if not isinstance(data, dict):
             raise InvalidInput("The queue message is not a JSON object.")
         return cls.from_dict(data, force=data.get("force", False))
+
+    @property
+    def identity(self) -> JobIdentity:
+        return JobIdentity(self.job_id, self.request)
 
     def execution_input(self) -> dict[str, Any]:
         return {
