@@ -10,43 +10,68 @@ BIN := $(VENV)/bin
 TOOLS := .tools
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help install tools lint test test-fast demo bench build clean
+.PHONY: help install tools lint typecheck lint-template format test test-fast demo bench build lock clean
 
 help:
-	@echo "make install  - create .venv (Python 3.13 when present) with the project, the CLI and dev tools"
-	@echo "make test     - lint + the whole test suite (what CI runs)"
-	@echo "make lint     - ruff, ruff format --check, mypy --strict, sam validate --lint, cfn-lint, asl-validator, checkov"
+	@echo "make install  - create .venv (Python 3.13 when present) from the hashed lock: the project, the CLI, the local stack, dev tools"
+	@echo "make test     - lint + the whole test suite with coverage (what CI runs)"
+	@echo "make lint     - ruff, ruff format --check, mypy (strict on the product, checked on tests), sam validate --lint, cfn-lint, asl-validator, checkov"
+	@echo "make format   - ruff format and ruff's safe fixes"
 	@echo "make demo     - run the whole pipeline locally: simulator + local AWS engine, then read the data back"
 	@echo "make bench    - transfer benchmark against the simple alternatives (writes BENCHMARKS.md)"
 	@echo "make build    - sam build"
+	@echo "make lock     - re-resolve requirements*.in into the hashed locks (after changing a dependency)"
 
-$(BIN)/omborigrid-export: pyproject.toml
+# Dependencies come from the hashed locks (make lock), so every machine and every CI run gets the same code;
+# the project and the local stack are then installed editable on top, without resolving anything.
+$(BIN)/omborigrid-export: pyproject.toml local_stack/pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_QUIET) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install $(PIP_QUIET) -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(BIN)/pip install $(PIP_QUIET) --require-hashes --no-deps -r requirements-dev.lock 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(BIN)/pip install $(PIP_QUIET) --no-deps -e . -e ./local_stack 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
 install: $(BIN)/omborigrid-export
 
 # SAM CLI and checkov pin conflicting versions of shared packages, so they live in their own venv.
-$(TOOLS)/bin/sam:
+$(TOOLS)/bin/sam: requirements-tools.lock
 	@test -x $(TOOLS)/bin/python || python3 -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install $(PIP_QUIET) "aws-sam-cli>=1.130" "checkov>=3.2" "cfn-lint>=1.20" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(TOOLS)/bin/pip install $(PIP_QUIET) --require-hashes --no-deps -r requirements-tools.lock 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
-node_modules/.bin/asl-validator: package.json
-	npm install --silent --no-audit --no-fund
+node_modules/.bin/asl-validator: package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
 	@touch $@
 
 tools: $(TOOLS)/bin/sam node_modules/.bin/asl-validator
 
-lint: install tools
+# uv resolves the .in files: the layer for the Lambda platform, development and tools for Python 3.11-3.13.
+lock: install
+	$(BIN)/pip install $(PIP_QUIET) "uv>=0.5" 2>&1 | grep -v "^WARNING: Location" || true
+	cd layers/omborigrid && ../../$(BIN)/uv pip compile requirements.in --quiet --generate-hashes \
+	    --python-platform aarch64-manylinux2014 --python-version 3.13 \
+	    $(addprefix --no-emit-package ,boto3 botocore s3transfer python-dateutil six) -o requirements.txt
+	$(BIN)/uv pip compile requirements-dev.in --quiet --universal --python-version 3.11 --generate-hashes \
+	    --no-emit-package omborigrid-export --no-emit-package omborigrid-local -o requirements-dev.lock
+	$(BIN)/uv pip compile requirements-tools.in --quiet --universal --python-version 3.11 --generate-hashes \
+	    -o requirements-tools.lock
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lint: install tools typecheck lint-template
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	node_modules/.bin/asl-validator $(addprefix --json-path ,$(wildcard statemachine/*.asl.json))
+
+# Strict on the product (layers/, functions/, cli/: pyproject.toml [tool.mypy]).
+typecheck: install
 	$(BIN)/mypy
+
+lint-template: tools
 	SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam validate --lint --region eu-west-1
 	$(TOOLS)/bin/cfn-lint template.yaml
-	node_modules/.bin/asl-validator $(addprefix --json-path ,$(wildcard statemachine/*.asl.json))
 	$(TOOLS)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 
 test: lint
