@@ -46,6 +46,7 @@ class SimulatorConfig:
     * ``identity_change`` (``"tenant"`` | ``"dates"`` | ``"id"``) with ``identity_change_after`` (N, default 1):
       the first N GETs of a job answer truthfully, later ones name another tenant (a fixed 24-hex id derived
       from the real one), dates one day later, or another job id. The file and its URL stay the real job's.
+      Fixed when the job is created; every 200 GET of that job counts (status checks, re-reads, URL refreshes).
     * ``truncated_parquet`` (K bytes): the file is its first K bytes plus ``PAR1`` (K is clamped so the
       result is always shorter than the real file); parquet deliveries only.
     * ``foreign_tenant`` (a tenant id): the file is exactly that tenant's delivery for the requested dates.
@@ -63,15 +64,16 @@ class SimulatorConfig:
     * Archives (zip deliveries only): ``archive_bad_member`` (N, 1-based) with ``archive_bad_member_kind``
       ``"crc"`` (stored bytes flipped, the CRC no longer matches) or ``"footer"`` (the parquet footer
       overwritten with 0xFF, CRC consistent); ``zip_bomb`` ``"ratio"`` (an extra deflated member of
-      ``zip_bomb_bytes`` zeros, sizes honest) or ``"lie"`` (same, but both headers declare 1024 bytes);
+      ``zip_bomb_bytes`` zeros, 1 MiB to 1.5 GiB, default 1 GiB, sizes honest) or ``"lie"`` (same, but both headers declare 1024 bytes);
       ``bad_zip`` ``"garbage_directory"`` (the central directory overwritten, end record kept) or
       ``"truncated"`` (the archive ends before its central directory).
 
     At most one of the knobs that replace the delivered bytes (``truncated_parquet``, ``empty_file``,
     ``archive_bad_member``, ``zip_bomb``, ``bad_zip``) may be set at a time.
 
-    The lake's own signals, for ``signals_tenant`` (None: every tenant); days without them are byte-identical
-    to a simulator without them:
+    The lake's own signals, for ``signals_tenant`` (None: every tenant). A day without them has exactly the rows
+    it would have without the knobs, and a file holding only such days (a zip member, a parquet delivery whose
+    range they miss) is byte-identical to the one served without them:
 
     * ``schema_change_from`` (YYYY-MM-DD) with ``schema_change``: from that day on the events table changes,
       ``"type"`` - ``int1`` becomes a string column (breaking), ``"add"`` - a string column ``str6`` is
@@ -296,8 +298,8 @@ def _validate_adversarial(cfg: SimulatorConfig) -> None:
     )
     _one_of(cfg.zip_bomb, ZIP_BOMBS, "zip_bomb")
     _check(
-        _is_int(cfg.zip_bomb_bytes) and 1 << 20 <= cfg.zip_bomb_bytes < 1 << 32,
-        "zip_bomb_bytes must be an int from 1 MiB to below 4 GiB",
+        _is_int(cfg.zip_bomb_bytes) and 1 << 20 <= cfg.zip_bomb_bytes <= 3 << 29,
+        "zip_bomb_bytes must be an int from 1 MiB to 1.5 GiB (larger members would need zip64 headers)",
     )
     _one_of(cfg.bad_zip, BAD_ZIPS, "bad_zip")
     damage = [name for name in DAMAGE_KNOBS if getattr(cfg, name) is not None]

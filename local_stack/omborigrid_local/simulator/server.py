@@ -385,7 +385,8 @@ class Simulator:
             self._stats_since = self.sim_now()
 
     def reset(self) -> None:
-        """Clear stats, jobs and armed faults (fail_next, drops, forced expiries); other knobs stay."""
+        """Clear stats, jobs and armed faults (fail_next, drops, forced expiries, garbled_status); other knobs
+        stay."""
         with self._lock:
             self._jobs.clear()
             self._cfg.fail_next = []
