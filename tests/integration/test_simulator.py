@@ -1048,9 +1048,10 @@ def test_schema_change_in_a_parquet_delivery_covers_the_whole_file(
 
 
 def test_empty_day_and_volume_fraction(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
-    sim.configure(delivery="zip", empty_day="2024-04-02", volume_fraction=["2024-04-03:0.05"])
-    assert sim.config.empty_day == ["2024-04-02"]
-    assert sim.config.volume_fraction == {"2024-04-03": 0.05}
+    knobs = {"delivery": "zip", "empty_day": "2024-04-02", "volume_fraction": ["2024-04-03:0.05"]}
+    echoed = http.post(f"{sim.base_url}/_sim/config", json=knobs, timeout=10).json()  # the admin API, as the CLI uses
+    assert (echoed["empty_day"], echoed["volume_fraction"]) == (["2024-04-02"], {"2024-04-03": 0.05})
+    assert (sim.config.empty_day, sim.config.volume_fraction) == (["2024-04-02"], {"2024-04-03": 0.05})
     got, sound = zip_job(http, sim, clock), members(sound_delivery(sim, *THREE_DAYS, delivery="zip"))
     assert list(got) == list(sound)
     for name in (n for n in got if "2024-04-01" in n):

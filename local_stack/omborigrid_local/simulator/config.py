@@ -269,7 +269,10 @@ def _one_of(value: object, choices: tuple[str, ...], name: str) -> None:
 
 
 def _optional_int(value: object, minimum: int, name: str) -> None:
-    _check(value is None or (_is_int(value) and value >= minimum), f"{name} must be an int >= {minimum} or None")
+    _check(
+        value is None or (isinstance(value, int) and _is_int(value) and value >= minimum),
+        f"{name} must be an int >= {minimum} or None",
+    )
 
 
 def _validate_adversarial(cfg: SimulatorConfig) -> None:
@@ -323,27 +326,34 @@ def _date(value: object, name: str) -> str:
     return str(value)
 
 
+def _fraction_pairs(items: list[object]) -> dict[object, object]:
+    pairs: dict[object, object] = {}
+    for item in items:
+        _check(
+            isinstance(item, str) and ":" in item, f"volume_fraction entries look like 2024-04-25:0.05, got {item!r}"
+        )
+        day, _, fraction = str(item).partition(":")
+        try:
+            pairs[day] = float(fraction)
+        except ValueError:
+            raise ValueError(f"volume_fraction {item!r}: {fraction!r} is not a number") from None
+    return pairs
+
+
 def _fractions(value: object) -> dict[str, float]:
     """volume_fraction as a dict, from a dict, one ``"YYYY-MM-DD:0.05"`` string or a list of them."""
     if isinstance(value, str):
         value = [value]
     if isinstance(value, list):
-        pairs: dict[str, object] = {}
-        for item in value:
-            _check(
-                isinstance(item, str) and ":" in item,
-                f"volume_fraction entries look like 2024-04-25:0.05, got {item!r}",
-            )
-            day, _, fraction = str(item).partition(":")
-            try:
-                pairs[day] = float(fraction)
-            except ValueError:
-                raise ValueError(f"volume_fraction {item!r}: {fraction!r} is not a number") from None
-        value = pairs
-    _check(isinstance(value, dict), "volume_fraction must map dates to fractions")
+        value = _fraction_pairs(value)
+    if not isinstance(value, dict):
+        raise ValueError("volume_fraction must map dates to fractions")
     out: dict[str, float] = {}
-    for day, fraction in dict(value).items():
-        _check(_is_number(fraction) and 0 <= fraction <= 100, f"volume_fraction for {day} must be 0..100")
+    for day, fraction in value.items():
+        _check(
+            isinstance(fraction, int | float) and _is_number(fraction) and 0 <= fraction <= 100,
+            f"volume_fraction for {day} must be a number from 0 to 100",
+        )
         out[_date(day, "volume_fraction")] = float(fraction)
     return out
 

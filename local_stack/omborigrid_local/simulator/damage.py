@@ -108,7 +108,7 @@ def _data_offset(handle: BinaryIO, header_offset: int) -> int:
     if header[:4] != _LOCAL:
         raise ValueError("local file header without its signature")
     name_len, extra_len = struct.unpack_from("<HH", header, 26)
-    return header_offset + 30 + name_len + extra_len
+    return header_offset + 30 + int(name_len) + int(extra_len)
 
 
 def _bad_member(source: Path, out: Path, number: int, *, fix_crc: bool) -> None:
