@@ -24,10 +24,16 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from omborigrid_local.simulator import Simulator, SimulatorConfig, SimulatorStats, main
+from omborigrid_local.simulator import (
+    Simulator,
+    SimulatorConfig,
+    SimulatorStats,
+    main,
+    other_job_id,
+    other_tenant_id,
+)
 from omborigrid_local.simulator.cli import build_parser, config_from_args, parse_size
 from omborigrid_local.simulator.data import SCHEMAS, DeliverySpec
-from omborigrid_local.simulator.server import other_job_id, other_tenant_id
 
 TENANT = "621e1fc633350f0007637a0c"
 JOBS = "/api/analytics-export-job"
@@ -931,6 +937,20 @@ def test_archive_bad_member_footer(sim: Simulator, http: requests.Session, clock
     assert got[bad] == sound[bad][: -8 - footer] + b"\xff" * footer + sound[bad][-8:]
     with pytest.raises(Exception, match=r".+"):
         pq.read_metadata(io.BytesIO(got[bad]))
+
+
+def test_archive_bad_member_past_the_last_fails_the_job(
+    sim: Simulator, http: requests.Session, clock: FakeClock
+) -> None:
+    sim.configure(delivery="zip", archive_bad_member=7)  # two days: six members
+    job_id = post_job(http, sim).json()["id"]
+    clock.advance(3.5)
+    deadline = time.monotonic() + 30
+    while (body := get_job(http, sim, job_id).json())["status"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert body["status"] == "failed"
+    assert "downloadUrl" not in body
 
 
 @pytest.mark.parametrize("kind", ["ratio", "lie"])

@@ -87,7 +87,7 @@ GET download, None if absent), ``download_bytes_sent``, ``connections_dropped``,
 from .cli import main
 from .config import SimulatorConfig, SimulatorStats
 from .data import DeliverySpec, FileCache
-from .server import Simulator, default_cache_dir
+from .server import Simulator, default_cache_dir, other_job_id, other_tenant_id
 
 __all__ = [
     "DeliverySpec",
@@ -97,4 +97,6 @@ __all__ = [
     "SimulatorStats",
     "default_cache_dir",
     "main",
+    "other_job_id",
+    "other_tenant_id",
 ]

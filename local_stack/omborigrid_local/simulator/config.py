@@ -52,8 +52,8 @@ class SimulatorConfig:
     * ``foreign_tenant`` (a tenant id): the file is exactly that tenant's delivery for the requested dates.
     * ``foreign_dates`` (days, non-zero): the file is the requested tenant's delivery for the dates shifted
       by that many days.
-    * ``empty_file``: ``"rows"`` - valid parquet with 0 rows and the full schema (every zip member too);
-      ``"bytes"`` - a zero-byte file and ``fileSize`` 0.
+    * ``empty_file``: ``"rows"`` - valid parquet with 0 rows and the full schema (every zip member too; no
+      ``target_bytes`` padding); ``"bytes"`` - a zero-byte file and ``fileSize`` 0.
     * ``garbled_status`` (N, consumable): the next N GET answers for a job are HTTP 200 with the job JSON cut
       in half (a proxy truncated it; ``Content-Length`` matches what is sent).
     * ``slow_drip`` (``"status"`` | ``"create"`` | ``"all"``): API responses on those routes (status line,
@@ -61,7 +61,8 @@ class SimulatorConfig:
     * ``bad_location``: every signed download answers ``307`` with a malformed ``Location``: ``"ipv6"``
       (``http://[::1:PORT/...``, unclosed bracket), ``"control"`` (control characters in the host),
       ``"no_scheme"`` (``127.0.0.1:PORT/download/...``), ``"empty"`` (an empty header).
-    * Archives (zip deliveries only): ``archive_bad_member`` (N, 1-based) with ``archive_bad_member_kind``
+    * Archives (zip deliveries only): ``archive_bad_member`` (N, 1-based; members run events, sessions,
+      clients per day; an N past the last member makes the job ``failed``) with ``archive_bad_member_kind``
       ``"crc"`` (stored bytes flipped, the CRC no longer matches) or ``"footer"`` (the parquet footer
       overwritten with 0xFF, CRC consistent); ``zip_bomb`` ``"ratio"`` (an extra deflated member of
       ``zip_bomb_bytes`` zeros, 1 MiB to 1.5 GiB, default 1 GiB, sizes honest) or ``"lie"`` (same, but both headers declare 1024 bytes);
