@@ -8,9 +8,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from http.client import HTTPConnection, IncompleteRead
 from pathlib import Path
@@ -22,8 +24,16 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from omborigrid_local.simulator import Simulator, SimulatorConfig, SimulatorStats, main
+from omborigrid_local.simulator import (
+    Simulator,
+    SimulatorConfig,
+    SimulatorStats,
+    main,
+    other_job_id,
+    other_tenant_id,
+)
 from omborigrid_local.simulator.cli import build_parser, config_from_args, parse_size
+from omborigrid_local.simulator.data import SCHEMAS, DeliverySpec
 
 TENANT = "621e1fc633350f0007637a0c"
 JOBS = "/api/analytics-export-job"
@@ -78,7 +88,7 @@ def post_job(
 
 
 def get_job(http: requests.Session, sim: Simulator, job_id: str, **kw: Any) -> requests.Response:
-    return http.get(f"{sim.base_url}{JOBS}/{job_id}", headers=auth(sim), timeout=10, **kw)
+    return http.get(f"{sim.base_url}{JOBS}/{job_id}", headers=auth(sim), timeout=kw.pop("timeout", 10), **kw)
 
 
 def done_job(http: requests.Session, sim: Simulator, clock: FakeClock, **kw: Any) -> dict[str, Any]:
@@ -713,3 +723,404 @@ def test_large_file_streams_fast(tmp_path: Path, http: requests.Session) -> None
         assert received == job["fileSize"] >= 256 << 20
         assert received / elapsed > 100e6, f"{received / elapsed / 1e6:.0f} MB/s"
         assert json.loads(json.dumps(sim.stats().to_dict()))["download_bytes_sent"] == received
+
+
+# ------------------------------------------------------------------------------------------- adversarial (issue 8)
+OTHER_TENANT = "5f0c1d2e3f405162738495a6"
+
+
+def sound_delivery(sim: Simulator, date_from: str = "2024-04-01", date_to: str = "2024-04-02", **kw: Any) -> bytes:
+    """What a simulator without the adversarial or signal knobs serves for TENANT (rows_per_day as in ``sim``)."""
+    spec = DeliverySpec(TENANT, date_from, date_to, rows_per_day=200, **kw)
+    return sim.cache.ensure(spec).path.read_bytes()
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def wait_for_file(sim: Simulator, job_id: str) -> None:
+    """Wait (real time) until a job's file exists, without GETs (identity_change counts them)."""
+    deadline = time.monotonic() + 30
+    while sim.job_file(job_id) is None:
+        assert time.monotonic() < deadline, "file never generated"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("tenant", {"tenantId": other_tenant_id(TENANT)}),
+        ("dates", {"dataDateFrom": "2024-04-02", "dataDateTo": "2024-04-03"}),
+        ("id", {}),  # filled in below: the id depends on the job
+    ],
+)
+def test_identity_change_names_another_identity_after_n_gets(
+    sim: Simulator, http: requests.Session, clock: FakeClock, change: str, expected: dict[str, str]
+) -> None:
+    sim.configure(identity_change=change, identity_change_after=2)
+    created = post_job(http, sim).json()
+    clock.advance(3.5)
+    wait_for_file(sim, created["id"])
+    truthful = [get_job(http, sim, created["id"]).json() for _ in range(2)]
+    changed = [get_job(http, sim, created["id"]).json() for _ in range(2)]
+    identity = ("id", "tenantId", "dataDateFrom", "dataDateTo")
+    real = {key: created[key] for key in identity}
+    assert real == {"id": created["id"], "tenantId": TENANT, "dataDateFrom": "2024-04-01", "dataDateTo": "2024-04-02"}
+    for body in truthful:
+        assert {key: body[key] for key in identity} == real
+    want = {**real, **(expected or {"id": other_job_id(created["id"])})}
+    assert want != real
+    for body in changed:
+        assert {key: body[key] for key in identity} == want
+        assert body["status"] == "done"
+        assert http.get(body["downloadUrl"], timeout=10).content == job_bytes(sim, created)  # the real job's file
+    assert {key: sim.jobs()[0][key] for key in identity} == real  # the admin view tells the truth
+    assert HEX24.fullmatch(other_tenant_id(TENANT))
+    assert HEX24.fullmatch(other_job_id(created["id"]))
+
+
+def test_truncated_parquet_is_a_prefix_plus_magic(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    sim.configure(truncated_parquet=4096)
+    job = done_job(http, sim, clock)
+    data = http.get(job["downloadUrl"], timeout=10).content
+    assert data == sound_delivery(sim)[:4096] + b"PAR1"
+    assert job["fileSize"] == len(data) == 4100
+    with pytest.raises(Exception, match=r"(?i)parquet|footer|metadata|magic|size"):
+        pq.read_metadata(io.BytesIO(data))
+    sim.configure(truncated_parquet=10**9)  # longer than the file: clamped so the footer is still gone
+    sound = sound_delivery(sim)
+    whole = http.get(done_job(http, sim, clock)["downloadUrl"], timeout=10).content
+    assert whole == sound[: len(sound) - 12] + b"PAR1"
+
+
+def test_foreign_tenant_serves_another_tenants_rows(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    sim.configure(foreign_tenant=OTHER_TENANT)
+    job = done_job(http, sim, clock)
+    assert job["tenantId"] == TENANT
+    assert TENANT in job["filename"]
+    data = http.get(job["downloadUrl"], timeout=10).content
+    assert set(pq.read_table(io.BytesIO(data), columns=["tenantId"])["tenantId"].to_pylist()) == {OTHER_TENANT}
+    other = DeliverySpec(OTHER_TENANT, "2024-04-01", "2024-04-02", rows_per_day=200)
+    assert data == sim.cache.ensure(other).path.read_bytes()  # exactly the other tenant's delivery
+
+
+def test_foreign_dates_serves_other_days(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    sim.configure(foreign_dates=-30)
+    job = done_job(http, sim, clock)
+    assert (job["dataDateFrom"], job["dataDateTo"]) == ("2024-04-01", "2024-04-02")
+    data = http.get(job["downloadUrl"], timeout=10).content
+    times = pq.read_table(io.BytesIO(data), columns=["eventTime"])["eventTime"].to_pylist()
+    assert {t.date().isoformat() for t in times} == {"2024-03-02", "2024-03-03"}
+    assert data == sound_delivery(sim, "2024-03-02", "2024-03-03")
+
+
+@pytest.mark.parametrize("delivery", ["parquet", "zip"])
+def test_empty_file_rows_is_valid_parquet_with_zero_rows(
+    sim: Simulator, http: requests.Session, clock: FakeClock, delivery: str
+) -> None:
+    sim.configure(empty_file="rows", delivery=delivery, target_bytes=1_000_000)  # padding is skipped too
+    data = http.get(done_job(http, sim, clock)["downloadUrl"], timeout=10).content
+    files = members(data) if delivery == "zip" else {"events/": data}
+    assert len(files) == (6 if delivery == "zip" else 1)
+    for name, body in files.items():
+        assert body[:4] == body[-4:] == b"PAR1"
+        table = pq.read_table(io.BytesIO(body))
+        assert table.num_rows == 0, name
+        assert table.schema == SCHEMAS[name.split("/")[0]](), name
+    assert sim.expected_rows(TENANT, "2024-04-01", "2024-04-02")["events"] == 0
+
+
+def test_empty_file_bytes_is_zero_bytes(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    sim.configure(empty_file="bytes")
+    job = done_job(http, sim, clock)
+    assert job["fileSize"] == 0
+    response = http.get(job["downloadUrl"], timeout=10)
+    assert (response.status_code, response.content, response.headers["Content-Length"]) == (200, b"", "0")
+    assert http.get(job["downloadUrl"], headers={"Range": "bytes=0-"}, timeout=10).status_code == 416
+
+
+def test_garbled_status_is_200_with_half_the_json(sim: Simulator, http: requests.Session) -> None:
+    job_id = post_job(http, sim).json()["id"]
+    sim.configure(garbled_status=2)
+    garbled = [get_job(http, sim, job_id) for _ in range(2)]
+    assert sim.config.garbled_status == 0  # consumed
+    whole = get_job(http, sim, job_id)
+    assert whole.json()["id"] == job_id
+    for response in garbled:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert response.headers["Content-Length"] == str(len(response.content))
+        assert response.content == whole.content[: len(whole.content) // 2]
+        with pytest.raises(ValueError, match=r".+"):
+            response.json()
+    assert sim.stats().faults_served == 2
+
+
+def test_slow_drip_keeps_every_read_short_and_the_answer_long(sim: Simulator, http: requests.Session) -> None:
+    sim.configure(slow_drip="status", slow_drip_bytes=16, slow_drip_interval=0.05)
+    started = time.monotonic()
+    job_id = post_job(http, sim, timeout=5).json()["id"]
+    assert time.monotonic() - started < 0.6  # create is not dripped
+    started = time.monotonic()
+    body = get_job(http, sim, job_id, timeout=0.5).json()  # a per-read timeout never fires ...
+    assert body["id"] == job_id
+    assert time.monotonic() - started > 1.0  # ... although the answer took twice that
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as conn:
+        conn.sendall(f"GET {JOBS}/{job_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {sim.token}\r\n\r\n".encode())
+        first = conn.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200 OK"[: len(first)])
+    assert len(first) % 16 == 0  # whole 16-byte writes (more than one only if this thread was slow to read)
+    assert len(first) < 200
+    sim.configure(slow_drip="create")
+    started = time.monotonic()
+    assert post_job(http, sim, timeout=0.5).status_code == 200
+    assert time.monotonic() - started > 1.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        ("ipv6", r"http://\[::1:\d+/download/[0-9a-f]{24}/.+\?X-Sim-Expires=.+"),
+        ("control", r"http://127\.0\.0\.1\x01\x7f:\d+/download/.+"),
+        ("no_scheme", r"127\.0\.0\.1:\d+/download/.+"),
+        ("empty", r""),
+    ],
+)
+def test_bad_location_redirects_to_a_malformed_url(
+    sim: Simulator, http: requests.Session, clock: FakeClock, kind: str, pattern: str
+) -> None:
+    job = done_job(http, sim, clock)
+    sim.configure(bad_location=kind)
+    target = urlsplit(job["downloadUrl"])
+    with socket.create_connection((target.hostname, target.port), timeout=5) as conn:
+        for method in ("GET", "HEAD"):
+            conn.sendall(f"{method} {target.path}?{target.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            lines = head.decode("latin-1").split("\r\n")
+            assert lines[0] == "HTTP/1.1 307 Temporary Redirect"
+            locations = [line[len("Location: ") :] for line in lines if line.startswith("Location:")]
+            assert len(locations) == 1
+            assert re.fullmatch(pattern, locations[0]), locations
+            assert "Content-Length: 0" in lines
+    sim.configure(bad_location=None)
+    assert http.get(job["downloadUrl"], timeout=10).content == job_bytes(sim, job)
+
+
+def test_archive_bad_member_crc(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    sim.configure(delivery="zip", archive_bad_member=3)
+    data = http.get(done_job(http, sim, clock)["downloadUrl"], timeout=10).content
+    sound = sound_delivery(sim, delivery="zip")
+    assert len(data) == len(sound)
+    bad = "clients/dt=2024-04-01/part-0.parquet"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.namelist()[2] == bad
+        assert archive.testzip() == bad
+        with pytest.raises(zipfile.BadZipFile, match="CRC"):
+            archive.read(bad)
+        good = {name: archive.read(name) for name in archive.namelist() if name != bad}
+    assert good == {name: body for name, body in members(sound).items() if name != bad}
+    assert sum(a != b for a, b in zip(data, sound, strict=True)) == 16
+
+
+def test_archive_bad_member_footer(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    sim.configure(delivery="zip", archive_bad_member=4, archive_bad_member_kind="footer")
+    data = http.get(done_job(http, sim, clock)["downloadUrl"], timeout=10).content
+    got, sound = members(data), members(sound_delivery(sim, delivery="zip"))  # reading checks every CRC
+    bad = "events/dt=2024-04-02/part-0.parquet"
+    assert list(got) == list(sound)
+    assert {n: b for n, b in got.items() if n != bad} == {n: b for n, b in sound.items() if n != bad}
+    footer = int.from_bytes(sound[bad][-8:-4], "little")
+    assert got[bad] == sound[bad][: -8 - footer] + b"\xff" * footer + sound[bad][-8:]
+    with pytest.raises(Exception, match=r".+"):
+        pq.read_metadata(io.BytesIO(got[bad]))
+
+
+def test_archive_bad_member_past_the_last_fails_the_job(
+    sim: Simulator, http: requests.Session, clock: FakeClock
+) -> None:
+    sim.configure(delivery="zip", archive_bad_member=7)  # two days: six members
+    job_id = post_job(http, sim).json()["id"]
+    clock.advance(3.5)
+    deadline = time.monotonic() + 30
+    while (body := get_job(http, sim, job_id).json())["status"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert body["status"] == "failed"
+    assert "downloadUrl" not in body
+
+
+@pytest.mark.parametrize("kind", ["ratio", "lie"])
+def test_zip_bomb(sim: Simulator, http: requests.Session, clock: FakeClock, kind: str) -> None:
+    size = 8 << 20
+    sim.configure(delivery="zip", zip_bomb=kind, zip_bomb_bytes=size)
+    data = http.get(done_job(http, sim, clock)["downloadUrl"], timeout=10).content
+    sound = sound_delivery(sim, delivery="zip")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        infos = archive.infolist()
+        bomb = infos[-1]
+        assert [i.filename for i in infos[:-1]] == list(members(sound))
+        assert {i.filename: archive.read(i) for i in infos[:-1]} == members(sound)
+        assert bomb.filename == "events/dt=2024-04-02/part-1.parquet"
+        assert bomb.compress_type == zipfile.ZIP_DEFLATED
+        assert bomb.compress_size < size / 500
+        assert bomb.file_size == (size if kind == "ratio" else 1024)
+        start = bomb.header_offset + 30 + len(bomb.filename.encode()) + len(bomb.extra)
+        assert int.from_bytes(data[bomb.header_offset + 22 : bomb.header_offset + 26], "little") == bomb.file_size
+        inflated = zlib.decompressobj(-15).decompress(data[start : start + bomb.compress_size])
+        assert inflated == bytes(size)  # the truth, whatever the headers say
+        if kind == "ratio":
+            assert archive.read(bomb) == inflated
+        else:
+            with pytest.raises(zipfile.BadZipFile):
+                archive.read(bomb)
+
+
+@pytest.mark.parametrize("kind", ["garbage_directory", "truncated"])
+def test_bad_zip(sim: Simulator, http: requests.Session, clock: FakeClock, kind: str) -> None:
+    sim.configure(delivery="zip", bad_zip=kind)
+    data = http.get(done_job(http, sim, clock)["downloadUrl"], timeout=10).content
+    sound = sound_delivery(sim, delivery="zip")
+    directory = int.from_bytes(sound[-6:-2], "little")  # the end record's offset of the central directory
+    assert data[:4] == b"PK\x03\x04"
+    assert data[:directory] == sound[:directory]
+    if kind == "truncated":
+        assert len(data) == directory
+    else:
+        assert len(data) == len(sound)
+        assert data[-22:] == sound[-22:]  # the end record still points at the directory ...
+        assert data[directory : directory + 4] != b"PK\x01\x02"  # ... which is garbage
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    ("knobs", "fragment"),
+    [
+        ({"truncated_parquet": 10, "empty_file": "rows"}, "only one of"),
+        ({"zip_bomb": "ratio"}, "delivery='zip'"),
+        ({"delivery": "zip", "truncated_parquet": 10}, "delivery='parquet'"),
+        ({"identity_change": "name"}, "identity_change"),
+        ({"foreign_dates": 0}, "foreign_dates"),
+        ({"zip_bomb_bytes": 10}, "zip_bomb_bytes"),
+        ({"slow_drip": "status", "slow_drip_bytes": 0}, "slow_drip_bytes"),
+        ({"empty_day": ["2024-02-30"]}, "empty_day"),
+        ({"volume_fraction": "2024-04-25"}, "volume_fraction"),
+        ({"volume_fraction": {"2024-04-25": -1}}, "volume_fraction"),
+        ({"schema_change": "drop"}, "schema_change"),
+    ],
+)
+def test_new_knobs_are_validated(sim: Simulator, knobs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        sim.configure(**knobs)
+    assert sim.config == SimulatorConfig(rows_per_day=200, queue_seconds=1, processing_seconds=2)
+
+
+# ------------------------------------------------------------------------------------------- lake signals (issue 12)
+THREE_DAYS = ("2024-04-01", "2024-04-03")
+
+
+def zip_job(http: requests.Session, sim: Simulator, clock: FakeClock, tenant: str = TENANT) -> dict[str, bytes]:
+    job = done_job(http, sim, clock, date_from=THREE_DAYS[0], date_to=THREE_DAYS[1], tenant=tenant)
+    return members(http.get(job["downloadUrl"], timeout=10).content)
+
+
+def events_member(day: str) -> str:
+    return f"events/dt={day}/part-0.parquet"
+
+
+@pytest.mark.parametrize("change", ["type", "add"])
+def test_schema_change_from_a_day(sim: Simulator, http: requests.Session, clock: FakeClock, change: str) -> None:
+    sim.configure(delivery="zip", schema_change_from="2024-04-02", schema_change=change)
+    got, sound = zip_job(http, sim, clock), members(sound_delivery(sim, *THREE_DAYS, delivery="zip"))
+    assert list(got) == list(sound)
+    changed = {events_member("2024-04-02"), events_member("2024-04-03")}
+    assert {n: b for n, b in got.items() if n not in changed} == {n: b for n, b in sound.items() if n not in changed}
+    for name in changed:
+        before, after = pq.read_table(io.BytesIO(sound[name])), pq.read_table(io.BytesIO(got[name]))
+        assert after.num_rows == before.num_rows > 0
+        if change == "type":
+            assert after.schema.names == before.schema.names
+            assert str(before.schema.field("int1").type) == "int64"
+            assert str(after.schema.field("int1").type) == "string"
+            want = [None if v is None else str(v) for v in before["int1"].to_pylist()]
+            assert after["int1"].to_pylist() == want
+            assert after.drop_columns(["int1"]).equals(before.drop_columns(["int1"]))
+        else:
+            assert after.schema.names == [*before.schema.names, "str6"]
+            assert set(after["str6"].to_pylist()) == {"sdk-2"}
+            assert after.drop_columns(["str6"]).equals(before)
+
+
+def test_schema_change_in_a_parquet_delivery_covers_the_whole_file(
+    sim: Simulator, http: requests.Session, clock: FakeClock
+) -> None:
+    sim.configure(schema_change_from="2024-04-03")
+    job = done_job(http, sim, clock, date_from=THREE_DAYS[0], date_to=THREE_DAYS[1])
+    table = pq.read_table(io.BytesIO(http.get(job["downloadUrl"], timeout=10).content))
+    assert str(table.schema.field("int1").type) == "string"
+    assert table.num_rows == 600
+    earlier = done_job(http, sim, clock, date_from="2024-04-01", date_to="2024-04-02")
+    assert http.get(earlier["downloadUrl"], timeout=10).content == sound_delivery(sim)  # before the change: as ever
+
+
+def test_empty_day_and_volume_fraction(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    knobs = {"delivery": "zip", "empty_day": "2024-04-02", "volume_fraction": ["2024-04-03:0.05"]}
+    echoed = http.post(f"{sim.base_url}/_sim/config", json=knobs, timeout=10).json()  # the admin API, as the CLI uses
+    assert (echoed["empty_day"], echoed["volume_fraction"]) == (["2024-04-02"], {"2024-04-03": 0.05})
+    assert (sim.config.empty_day, sim.config.volume_fraction) == (["2024-04-02"], {"2024-04-03": 0.05})
+    got, sound = zip_job(http, sim, clock), members(sound_delivery(sim, *THREE_DAYS, delivery="zip"))
+    assert list(got) == list(sound)
+    for name in (n for n in got if "2024-04-01" in n):
+        assert got[name] == sound[name]  # the unaffected day is byte-identical
+    rows = {name: pq.read_table(io.BytesIO(body)) for name, body in got.items()}
+    assert rows[events_member("2024-04-01")].num_rows == 200
+    assert rows[events_member("2024-04-02")].num_rows == 0
+    assert rows[events_member("2024-04-02")].schema == SCHEMAS["events"]()
+    assert rows[events_member("2024-04-03")].num_rows == 10  # 5 % of 200
+    assert rows["sessions/dt=2024-04-02/part-0.parquet"].num_rows == 0
+    assert sim.expected_rows(TENANT, *THREE_DAYS)["events"] == 210
+
+
+def test_signals_apply_to_the_signals_tenant_only(sim: Simulator, http: requests.Session, clock: FakeClock) -> None:
+    sim.configure(delivery="zip", signals_tenant=TENANT, empty_day=["2024-04-01", "2024-04-02", "2024-04-03"])
+    other = zip_job(http, sim, clock, tenant=OTHER_TENANT)
+    spec = DeliverySpec(OTHER_TENANT, *THREE_DAYS, delivery="zip", rows_per_day=200)
+    assert other == members(sim.cache.ensure(spec).path.read_bytes())
+    assert sim.expected_rows(TENANT, *THREE_DAYS)["events"] == 0
+    assert sim.expected_rows(OTHER_TENANT, *THREE_DAYS)["events"] == 600
+
+
+def test_cli_parses_the_new_knobs(tmp_path: Path) -> None:
+    argv = [
+        f"--cache-dir={tmp_path}",
+        "--identity-change=dates",
+        "--identity-change-after=3",
+        "--slow-drip=all",
+        "--slow-drip-interval=0.2",
+        "--garbled-status=2",
+        "--bad-location=no_scheme",
+        "--delivery=zip",
+        "--zip-bomb=lie",
+        "--zip-bomb-bytes=64M",
+        "--signals-tenant",
+        TENANT,
+        "--schema-change-from=2024-04-20",
+        "--schema-change=add",
+        "--empty-day=2024-04-12",
+        "--empty-day=2024-04-13",
+        "--volume-fraction=2024-04-25:0.05",
+    ]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert (config.identity_change, config.identity_change_after) == ("dates", 3)
+    assert (config.slow_drip, config.slow_drip_interval, config.slow_drip_bytes) == ("all", 0.2, 8)
+    assert (config.garbled_status, config.bad_location) == (2, "no_scheme")
+    assert (config.zip_bomb, config.zip_bomb_bytes) == ("lie", 64 << 20)
+    assert (config.signals_tenant, config.schema_change_from, config.schema_change) == (TENANT, "2024-04-20", "add")
+    assert config.empty_day == ["2024-04-12", "2024-04-13"]
+    assert config.volume_fraction == {"2024-04-25": 0.05}
+    truncated = config_from_args(build_parser().parse_args(["--truncated-parquet=4k", "--foreign-dates=-1"]))
+    assert (truncated.truncated_parquet, truncated.foreign_dates) == (4096, -1)

@@ -66,6 +66,12 @@ more data); ``expire_next_downloads`` (next N GET/HEAD downloads -> 403 even if 
 are decremented as they fire, so ``config`` shows what is still armed; setting ``drop_after_bytes`` alone
 re-arms a used-up ``drop_count`` to 1.
 
+Adversarial answers and deliveries (``identity_change``, ``truncated_parquet``, ``foreign_tenant``,
+``foreign_dates``, ``empty_file``, ``garbled_status``, ``slow_drip``, ``bad_location``, ``archive_bad_member``,
+``zip_bomb``, ``bad_zip``) and the lake's own signals (``schema_change_from``, ``empty_day``,
+``volume_fraction``, for ``signals_tenant``): see :class:`SimulatorConfig`, which documents each value; the broken
+files are made by :mod:`omborigrid_local.simulator.damage` from the sound ones.
+
 Data: see :mod:`omborigrid_local.simulator.data` (tables, timestamps as ``timestamp[us, UTC]`` by default or
 7-digit strings with ``timestamp_format="string"``, zip members ``<table>/dt=YYYY-MM-DD/part-0.parquet``,
 ``target_bytes`` padding, on-disk cache).
@@ -81,7 +87,7 @@ GET download, None if absent), ``download_bytes_sent``, ``connections_dropped``,
 from .cli import main
 from .config import SimulatorConfig, SimulatorStats
 from .data import DeliverySpec, FileCache
-from .server import Simulator, default_cache_dir
+from .server import Simulator, default_cache_dir, other_job_id, other_tenant_id
 
 __all__ = [
     "DeliverySpec",
@@ -91,4 +97,6 @@ __all__ = [
     "SimulatorStats",
     "default_cache_dir",
     "main",
+    "other_job_id",
+    "other_tenant_id",
 ]

@@ -16,7 +16,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import DELIVERIES, KNOB_NAMES, TIMESTAMP_FORMATS, SimulatorConfig
+from .config import (
+    BAD_LOCATIONS,
+    BAD_MEMBER_KINDS,
+    BAD_ZIPS,
+    DELIVERIES,
+    EMPTY_FILES,
+    IDENTITY_CHANGES,
+    KNOB_NAMES,
+    SCHEMA_CHANGES,
+    SLOW_DRIP_ROUTES,
+    TIMESTAMP_FORMATS,
+    ZIP_BOMBS,
+    SimulatorConfig,
+)
 from .server import Simulator, check_loopback, default_cache_dir
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
@@ -86,6 +99,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag("--expire-next-downloads", type=int)
     flag("--ignore-range", action=argparse.BooleanOptionalAction)
     flag("--bandwidth-bytes-per-sec", type=_optional(parse_size), help="per-connection cap, e.g. 10M")
+    _add_adversarial(parser)
+    _add_signals(parser)
+
+
+def _add_adversarial(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("adversarial API and delivery (see SimulatorConfig)")
+
+    def flag(*names: str, **kwargs: Any) -> None:
+        kwargs["default"] = argparse.SUPPRESS
+        group.add_argument(*names, **kwargs)
+
+    flag("--identity-change", choices=IDENTITY_CHANGES, help="later GETs of a job name another tenant/dates/id")
+    flag("--identity-change-after", type=int, metavar="N", help="GETs answered truthfully first (default 1)")
+    flag("--truncated-parquet", type=_optional(parse_size), metavar="K", help="serve the first K bytes + PAR1")
+    flag("--foreign-tenant", metavar="TENANT", help="serve that tenant's rows under the requested tenant")
+    flag("--foreign-dates", type=int, metavar="DAYS", help="serve the requested dates shifted by DAYS")
+    flag("--empty-file", choices=EMPTY_FILES, help="rows: valid parquet with 0 rows; bytes: a zero-byte file")
+    flag("--garbled-status", type=int, metavar="N", help="next N job GETs: 200 with half the JSON")
+    flag("--slow-drip", choices=SLOW_DRIP_ROUTES, help="drip API responses on these routes")
+    flag("--slow-drip-bytes", type=int, metavar="N", help="bytes per write when dripping (default 8)")
+    flag("--slow-drip-interval", type=float, metavar="SECONDS", help="pause between writes (default 0.5)")
+    flag("--bad-location", choices=BAD_LOCATIONS, help="downloads answer 307 with a malformed Location")
+    flag("--archive-bad-member", type=int, metavar="N", help="break the N-th zip member (1-based)")
+    flag("--archive-bad-member-kind", choices=BAD_MEMBER_KINDS, help="crc (default) or footer")
+    flag("--zip-bomb", choices=ZIP_BOMBS, help="add a member of zip-bomb-bytes zeros (lie: declared 1 KiB)")
+    flag("--zip-bomb-bytes", type=parse_size, help="true inflated size of the bomb (default 1G)")
+    flag("--bad-zip", choices=BAD_ZIPS, help="keep the local entries, break the central directory")
+
+
+def _add_signals(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the lake's own signals (see SimulatorConfig)")
+
+    def flag(*names: str, **kwargs: Any) -> None:
+        kwargs["default"] = argparse.SUPPRESS
+        group.add_argument(*names, **kwargs)
+
+    flag("--signals-tenant", metavar="TENANT", help="apply the signals below to this tenant only (default all)")
+    flag("--schema-change-from", metavar="YYYY-MM-DD", help="from this day the events schema changes")
+    flag("--schema-change", choices=SCHEMA_CHANGES, help="type: int1 becomes a string (default); add: str6 added")
+    flag("--empty-day", action="append", metavar="YYYY-MM-DD", help="repeatable: a day with 0 rows")
+    flag(
+        "--volume-fraction",
+        action="append",
+        metavar="YYYY-MM-DD:FRACTION",
+        help="repeatable: that day has FRACTION of rows_per_day, e.g. 2024-04-25:0.05",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:

@@ -7,12 +7,24 @@ Every knob is a field of :class:`SimulatorConfig`; the same names are accepted b
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 DELIVERIES = ("parquet", "zip")
 TIMESTAMP_FORMATS = ("timestamp", "string")
+IDENTITY_CHANGES = ("tenant", "dates", "id")
+EMPTY_FILES = ("rows", "bytes")
+SLOW_DRIP_ROUTES = ("status", "create", "all")
+BAD_LOCATIONS = ("ipv6", "control", "no_scheme", "empty")
+BAD_MEMBER_KINDS = ("crc", "footer")
+ZIP_BOMBS = ("ratio", "lie")
+BAD_ZIPS = ("garbage_directory", "truncated")
+SCHEMA_CHANGES = ("type", "add")
+# Knobs that replace the delivered bytes; two at once would make a test's meaning ambiguous, so only one may be set.
+DAMAGE_KNOBS = ("truncated_parquet", "empty_file", "archive_bad_member", "zip_bomb", "bad_zip")
+ARCHIVE_KNOBS = ("archive_bad_member", "zip_bomb", "bad_zip")
 
 # Keys a fail_next spec may carry; anything else is a typo that would silently do nothing, so it is refused.
 FAULT_KEYS = frozenset(
@@ -26,8 +38,52 @@ _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
 class SimulatorConfig:
     """All behaviour knobs. Defaults model a healthy, quick API serving small files.
 
-    Consumable knobs (``fail_next``, ``drop_count``, ``expire_next_downloads``) are decremented as the
-    simulator serves them, so reading the config back shows what is still armed.
+    Consumable knobs (``fail_next``, ``drop_count``, ``expire_next_downloads``, ``garbled_status``) are
+    decremented as the simulator serves them, so reading the config back shows what is still armed.
+
+    Adversarial API and delivery knobs (what a buggy gateway, a mis-routed job or a broken upload produces):
+
+    * ``identity_change`` (``"tenant"`` | ``"dates"`` | ``"id"``) with ``identity_change_after`` (N, default 1):
+      the first N GETs of a job answer truthfully, later ones name another tenant (a fixed 24-hex id derived
+      from the real one), dates one day later, or another job id. The file and its URL stay the real job's.
+      Fixed when the job is created; every 200 GET of that job counts (status checks, re-reads, URL refreshes).
+    * ``truncated_parquet`` (K bytes): the file is its first K bytes plus ``PAR1`` (K is clamped so the
+      result is always shorter than the real file); parquet deliveries only.
+    * ``foreign_tenant`` (a tenant id): the file is exactly that tenant's delivery for the requested dates.
+    * ``foreign_dates`` (days, non-zero): the file is the requested tenant's delivery for the dates shifted
+      by that many days.
+    * ``empty_file``: ``"rows"`` - valid parquet with 0 rows and the full schema (every zip member too; no
+      ``target_bytes`` padding); ``"bytes"`` - a zero-byte file and ``fileSize`` 0.
+    * ``garbled_status`` (N, consumable): the next N GET answers for a job are HTTP 200 with the job JSON cut
+      in half (a proxy truncated it; ``Content-Length`` matches what is sent).
+    * ``slow_drip`` (``"status"`` | ``"create"`` | ``"all"``): API responses on those routes (status line,
+      headers and body) are written ``slow_drip_bytes`` at a time, ``slow_drip_interval`` seconds apart.
+    * ``bad_location``: every signed download answers ``307`` with a malformed ``Location``: ``"ipv6"``
+      (``http://[::1:PORT/...``, unclosed bracket), ``"control"`` (control characters in the host),
+      ``"no_scheme"`` (``127.0.0.1:PORT/download/...``), ``"empty"`` (an empty header).
+    * Archives (zip deliveries only): ``archive_bad_member`` (N, 1-based; members run events, sessions,
+      clients per day; an N past the last member makes the job ``failed``) with ``archive_bad_member_kind``
+      ``"crc"`` (stored bytes flipped, the CRC no longer matches) or ``"footer"`` (the parquet footer
+      overwritten with 0xFF, CRC consistent); ``zip_bomb`` ``"ratio"`` (an extra deflated member of
+      ``zip_bomb_bytes`` zeros, 1 MiB to 1.5 GiB, default 1 GiB, sizes honest) or ``"lie"`` (same, but both headers declare 1024 bytes);
+      ``bad_zip`` ``"garbage_directory"`` (the central directory overwritten, end record kept) or
+      ``"truncated"`` (the archive ends before its central directory).
+
+    At most one of the knobs that replace the delivered bytes (``truncated_parquet``, ``empty_file``,
+    ``archive_bad_member``, ``zip_bomb``, ``bad_zip``) may be set at a time.
+
+    The lake's own signals, for ``signals_tenant`` (None: every tenant). A day without them has exactly the rows
+    it would have without the knobs, and a file holding only such days (a zip member, a parquet delivery whose
+    range they miss) is byte-identical to the one served without them:
+
+    * ``schema_change_from`` (YYYY-MM-DD) with ``schema_change``: from that day on the events table changes,
+      ``"type"`` - ``int1`` becomes a string column (breaking), ``"add"`` - a string column ``str6`` is
+      appended (additive). A parquet delivery whose range reaches that day has the changed schema throughout.
+    * ``empty_day`` (dates): those days have 0 rows.
+    * ``volume_fraction`` ({date: fraction}, also ``"YYYY-MM-DD:0.05"`` strings): that day has
+      ``round(rows_per_day * fraction)`` events.
+
+    The data and delivery knobs are fixed when a job is created, like its timing.
     """
 
     # --- auth and validation
@@ -56,6 +112,29 @@ class SimulatorConfig:
     expire_next_downloads: int = 0
     ignore_range: bool = False
     bandwidth_bytes_per_sec: int | None = None
+    # --- adversarial API and delivery (issue 8)
+    identity_change: str | None = None
+    identity_change_after: int = 1
+    truncated_parquet: int | None = None
+    foreign_tenant: str | None = None
+    foreign_dates: int | None = None
+    empty_file: str | None = None
+    garbled_status: int = 0
+    slow_drip: str | None = None
+    slow_drip_bytes: int = 8
+    slow_drip_interval: float = 0.5
+    bad_location: str | None = None
+    archive_bad_member: int | None = None
+    archive_bad_member_kind: str = "crc"
+    zip_bomb: str | None = None
+    zip_bomb_bytes: int = 1 << 30
+    bad_zip: str | None = None
+    # --- the lake's own signals (issue 12)
+    signals_tenant: str | None = None
+    schema_change_from: str | None = None
+    schema_change: str = "type"
+    empty_day: list[str] = field(default_factory=list)
+    volume_fraction: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -182,6 +261,116 @@ def validate_config(cfg: SimulatorConfig) -> None:
         or (_is_int(cfg.bandwidth_bytes_per_sec) and cfg.bandwidth_bytes_per_sec > 0),
         "bandwidth_bytes_per_sec must be an int > 0 or None",
     )
+    _validate_adversarial(cfg)
+    _validate_signals(cfg)
+
+
+def _one_of(value: object, choices: tuple[str, ...], name: str) -> None:
+    _check(value is None or value in choices, f"{name} must be one of {choices} or None, got {value!r}")
+
+
+def _optional_int(value: object, minimum: int, name: str) -> None:
+    _check(
+        value is None or (isinstance(value, int) and _is_int(value) and value >= minimum),
+        f"{name} must be an int >= {minimum} or None",
+    )
+
+
+def _validate_adversarial(cfg: SimulatorConfig) -> None:
+    _one_of(cfg.identity_change, IDENTITY_CHANGES, "identity_change")
+    _check(_is_int(cfg.identity_change_after) and cfg.identity_change_after >= 0, "identity_change_after must be >= 0")
+    _optional_int(cfg.truncated_parquet, 1, "truncated_parquet")
+    _check(
+        cfg.foreign_tenant is None or (isinstance(cfg.foreign_tenant, str) and bool(cfg.foreign_tenant)),
+        "foreign_tenant must be a tenant id or None",
+    )
+    _check(
+        cfg.foreign_dates is None or (_is_int(cfg.foreign_dates) and cfg.foreign_dates != 0),
+        "foreign_dates must be a non-zero number of days or None",
+    )
+    _one_of(cfg.empty_file, EMPTY_FILES, "empty_file")
+    _check(_is_int(cfg.garbled_status) and cfg.garbled_status >= 0, "garbled_status must be an int >= 0")
+    _one_of(cfg.slow_drip, SLOW_DRIP_ROUTES, "slow_drip")
+    _check(_is_int(cfg.slow_drip_bytes) and cfg.slow_drip_bytes >= 1, "slow_drip_bytes must be an int >= 1")
+    _check(
+        _is_number(cfg.slow_drip_interval) and cfg.slow_drip_interval >= 0, "slow_drip_interval must be >= 0 seconds"
+    )
+    _one_of(cfg.bad_location, BAD_LOCATIONS, "bad_location")
+    _optional_int(cfg.archive_bad_member, 1, "archive_bad_member")
+    _check(
+        cfg.archive_bad_member_kind in BAD_MEMBER_KINDS, f"archive_bad_member_kind must be one of {BAD_MEMBER_KINDS}"
+    )
+    _one_of(cfg.zip_bomb, ZIP_BOMBS, "zip_bomb")
+    _check(
+        _is_int(cfg.zip_bomb_bytes) and 1 << 20 <= cfg.zip_bomb_bytes <= 3 << 29,
+        "zip_bomb_bytes must be an int from 1 MiB to 1.5 GiB (larger members would need zip64 headers)",
+    )
+    _one_of(cfg.bad_zip, BAD_ZIPS, "bad_zip")
+    damage = [name for name in DAMAGE_KNOBS if getattr(cfg, name) is not None]
+    _check(len(damage) <= 1, f"only one of {DAMAGE_KNOBS} may be set at a time, got {damage}")
+    if cfg.delivery != "zip":
+        archive = [name for name in ARCHIVE_KNOBS if getattr(cfg, name) is not None]
+        _check(not archive, f"{archive} need delivery='zip'")
+    else:
+        _check(cfg.truncated_parquet is None, "truncated_parquet needs delivery='parquet'")
+
+
+def _date(value: object, name: str) -> str:
+    _check(
+        isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None,
+        f"{name} must be a YYYY-MM-DD date, got {value!r}",
+    )
+    try:
+        dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a YYYY-MM-DD date, got {value!r}") from None
+    return str(value)
+
+
+def _fraction_pairs(items: list[object]) -> dict[object, object]:
+    pairs: dict[object, object] = {}
+    for item in items:
+        _check(
+            isinstance(item, str) and ":" in item, f"volume_fraction entries look like 2024-04-25:0.05, got {item!r}"
+        )
+        day, _, fraction = str(item).partition(":")
+        try:
+            pairs[day] = float(fraction)
+        except ValueError:
+            raise ValueError(f"volume_fraction {item!r}: {fraction!r} is not a number") from None
+    return pairs
+
+
+def _fractions(value: object) -> dict[str, float]:
+    """volume_fraction as a dict, from a dict, one ``"YYYY-MM-DD:0.05"`` string or a list of them."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        value = _fraction_pairs(value)
+    if not isinstance(value, dict):
+        raise ValueError("volume_fraction must map dates to fractions")
+    out: dict[str, float] = {}
+    for day, fraction in value.items():
+        _check(
+            isinstance(fraction, int | float) and _is_number(fraction) and 0 <= fraction <= 100,
+            f"volume_fraction for {day} must be a number from 0 to 100",
+        )
+        out[_date(day, "volume_fraction")] = float(fraction)
+    return out
+
+
+def _validate_signals(cfg: SimulatorConfig) -> None:
+    _check(
+        cfg.signals_tenant is None or (isinstance(cfg.signals_tenant, str) and bool(cfg.signals_tenant)),
+        "signals_tenant must be a tenant id or None",
+    )
+    if cfg.schema_change_from is not None:
+        _date(cfg.schema_change_from, "schema_change_from")
+    _check(cfg.schema_change in SCHEMA_CHANGES, f"schema_change must be one of {SCHEMA_CHANGES}")
+    days = [cfg.empty_day] if isinstance(cfg.empty_day, str) else cfg.empty_day
+    _check(isinstance(days, list), "empty_day must be a date or a list of dates")
+    cfg.empty_day = sorted({_date(day, "empty_day") for day in days})
+    cfg.volume_fraction = _fractions(cfg.volume_fraction)
 
 
 @dataclass

@@ -14,6 +14,10 @@ Shape (see ``reference/omborigrid-data.md``):
   the rest ``MONITOR_*`` events from every installation's daily monitoring session.
 * Timestamps: ``timestamp_format="timestamp"`` (default) stores ``timestamp[us, tz=UTC]``;
   ``"string"`` stores ISO strings with 7 fractional digits, ``2024-04-12T07:55:23.3720000Z``.
+* The lake's own signals (issue 12), per day: ``empty_days`` have 0 rows, ``day_fractions`` scale a day's
+  events, and from ``schema_change_from`` the events table changes (``"type"``: ``int1`` is a string column;
+  ``"add"``: a string column ``str6`` is appended). Only those days' bytes change: every other day is
+  generated exactly as without them, and a spec without them has the same cache key as before they existed.
 * ``target_bytes`` pads the delivery with extra ``MONITOR_DIAGNOSTICS`` event row groups whose ``str4``/``str5``
   hold hex of SHAKE-128 output, stored uncompressed, until the file reaches at least that size. They are
   real rows and are counted in the row counts.
@@ -44,13 +48,17 @@ import threading
 import uuid
 import zipfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from .damage import Damage
+from .damage import apply as apply_damage
 
 try:  # POSIX only; without it the per-process lock still prevents duplicate work inside one simulator.
     import fcntl
@@ -245,6 +253,20 @@ def clients_schema(fmt: str = "timestamp") -> pa.Schema:
 
 
 SCHEMAS = {"events": events_schema, "sessions": sessions_schema, "clients": clients_schema}
+ADDED_COLUMN = "str6"
+RETYPED_COLUMN = "int1"
+
+
+def evolve_events(table: pa.Table, change: str | None) -> pa.Table:
+    """The events table after a schema change: ``"type"`` (breaking) or ``"add"`` (additive); None: as is."""
+    if change == "type":
+        index = table.schema.get_field_index(RETYPED_COLUMN)
+        retyped = pc.cast(table.column(RETYPED_COLUMN), pa.string())
+        return table.set_column(index, pa.field(RETYPED_COLUMN, pa.string()), retyped)
+    if change == "add":
+        values = pa.array(["sdk-2"] * table.num_rows, pa.string())
+        return table.append_column(pa.field(ADDED_COLUMN, pa.string()), values)
+    return table
 
 
 def _seed(*parts: object) -> int:
@@ -358,8 +380,8 @@ class _Tenant:
 class _DayData:
     """One tenant-day of data: events in bounded batches, then the sessions and clients it produced."""
 
-    def __init__(self, tenant: _Tenant, day: dt.date, rows: int, fmt: str) -> None:
-        self.tenant, self.day, self.rows, self.fmt = tenant, day, rows, fmt
+    def __init__(self, tenant: _Tenant, day: dt.date, rows: int, fmt: str, change: str | None = None) -> None:
+        self.tenant, self.day, self.rows, self.fmt, self.change = tenant, day, rows, fmt, change
         self.rng = random.Random(_seed("day", SCHEMA_VERSION, tenant.id, day.isoformat(), rows))
         self.start_us = _day_start_us(day)
         self.sessions: dict[str, list[Any]] = {n: [] for n in sessions_schema().names}
@@ -382,7 +404,7 @@ class _DayData:
             else:
                 arrays.append(pa.array(values, type=f.type))
         self._reset_events()
-        return pa.Table.from_arrays(arrays, schema=schema)
+        return evolve_events(pa.Table.from_arrays(arrays, schema=schema), self.change)
 
     def _add_event(self, etype: str, sess: dict[str, Any], t_us: int, **cols: Any) -> None:
         rng = self.rng
@@ -697,18 +719,48 @@ class DeliverySpec:
     rows_per_day: int = 2000
     target_bytes: int | None = None
     timestamp_format: str = "timestamp"
+    empty_days: tuple[str, ...] = ()
+    day_fractions: tuple[tuple[str, float], ...] = ()
+    schema_change_from: str | None = None
+    schema_change: str = "type"
 
     def days(self) -> list[dt.date]:
         first, last = dt.date.fromisoformat(self.date_from), dt.date.fromisoformat(self.date_to)
         return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+    def rows_on(self, day: dt.date) -> int:
+        """Events generated for ``day``: 0 on an empty day, a fraction of ``rows_per_day`` on a scaled one."""
+        iso = day.isoformat()
+        if iso in self.empty_days:
+            return 0
+        fraction = dict(self.day_fractions).get(iso)
+        return self.rows_per_day if fraction is None else round(self.rows_per_day * fraction)
+
+    def change_for(self, days: list[dt.date]) -> str | None:
+        """The schema change a file holding ``days`` carries (a file has one schema: its last day's)."""
+        if self.schema_change_from is None or days[-1].isoformat() < self.schema_change_from:
+            return None
+        return self.schema_change
 
     @property
     def extension(self) -> str:
         return "zip" if self.delivery == "zip" else "parquet"
 
     def cache_key(self) -> str:
-        material = {"schema": SCHEMA_VERSION, "pyarrow": pa.__version__, **asdict(self)}
+        fields = asdict(self)
+        for name, default in _SIGNAL_DEFAULTS.items():  # absent signals keep the keys files were cached under
+            if fields[name] == default:
+                del fields[name]
+        material = {"schema": SCHEMA_VERSION, "pyarrow": pa.__version__, **fields}
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+
+
+_SIGNAL_DEFAULTS: dict[str, object] = {
+    "empty_days": (),
+    "day_fractions": (),
+    "schema_change_from": None,
+    "schema_change": "type",
+}
 
 
 @dataclass(frozen=True)
@@ -730,11 +782,12 @@ def _write_events(
 ) -> list[_DayData]:
     """Write the events of ``days`` (plus padding) to one parquet file; returns the days for the other tables."""
     done: list[_DayData] = []
+    change = spec.change_for(days)
     with pa.OSFile(str(path), "wb") as sink:
-        writer = _writer(sink, events_schema(spec.timestamp_format))
+        writer = _writer(sink, evolve_events(events_schema(spec.timestamp_format).empty_table(), change).schema)
         try:
             for day in days:
-                data = _DayData(tenant, day, spec.rows_per_day, spec.timestamp_format)
+                data = _DayData(tenant, day, spec.rows_on(day), spec.timestamp_format, change)
                 for table in data.event_batches():
                     writer.write_table(table, row_group_size=EVENTS_PER_BATCH)
                     counter.rows["events"] += table.num_rows
@@ -744,7 +797,7 @@ def _write_events(
                 rows = max(1, min(PAD_MAX_ROWS, -(-(pad_to - sink.tell()) // _PAD_ROW_OVERHEAD)))
                 day = days[group % len(days)]
                 seed_parts = (SCHEMA_VERSION, spec.cache_key(), days[0].isoformat(), group)
-                table = _padding_table(tenant, day, rows, spec.timestamp_format, seed_parts)
+                table = evolve_events(_padding_table(tenant, day, rows, spec.timestamp_format, seed_parts), change)
                 writer.write_table(table, row_group_size=PAD_MAX_ROWS)
                 counter.rows["events"] += rows
                 group += 1
@@ -801,7 +854,11 @@ def generate(spec: DeliverySpec, out_path: Path) -> dict[str, int]:
 
 
 class FileCache:
-    """Generate-once store of deliveries keyed by :meth:`DeliverySpec.cache_key`."""
+    """Generate-once store of deliveries keyed by :meth:`DeliverySpec.cache_key` (plus the damage, if any).
+
+    A damaged delivery is made from the sound one (generated first, through the cache) and cached under a key
+    of its own, so the sound file stays available and byte-identical.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -810,13 +867,19 @@ class FileCache:
         self._locks_guard = threading.Lock()
         self.generated = 0  # how many files this instance actually generated (tests assert on it)
 
-    def _paths(self, spec: DeliverySpec) -> tuple[Path, Path]:
-        key = spec.cache_key()
+    @staticmethod
+    def _key(spec: DeliverySpec, damage: Damage | None) -> str:
+        if damage is None:
+            return spec.cache_key()
+        return hashlib.sha256(f"{spec.cache_key()}|{damage.key()}".encode()).hexdigest()[:32]
+
+    def _paths(self, spec: DeliverySpec, damage: Damage | None) -> tuple[Path, Path]:
+        key = self._key(spec, damage)
         return self.root / f"{key}.{spec.extension}", self.root / f"{key}.json"
 
-    def get(self, spec: DeliverySpec) -> CachedFile | None:
+    def get(self, spec: DeliverySpec, damage: Damage | None = None) -> CachedFile | None:
         """The cached delivery, or None if it has not been generated (or is incomplete)."""
-        data_path, meta_path = self._paths(spec)
+        data_path, meta_path = self._paths(spec, damage)
         try:
             meta = json.loads(meta_path.read_text())
             size = data_path.stat().st_size
@@ -826,19 +889,30 @@ class FileCache:
             return None
         return CachedFile(path=data_path, size=size, rows={k: int(v) for k, v in meta["rows"].items()})
 
-    def ensure(self, spec: DeliverySpec) -> CachedFile:
-        """Return the delivery, generating it first if needed; concurrent callers share one generation."""
-        cached = self.get(spec)
+    def ensure(self, spec: DeliverySpec, damage: Damage | None = None) -> CachedFile:
+        """Return the delivery, generating it first if needed; concurrent callers share one generation.
+
+        With ``damage`` the file is the sound delivery broken that way; its ``rows`` are the sound file's.
+        """
+        cached = self.get(spec, damage)
         if cached is not None:
             return cached
-        key = spec.cache_key()
+        sound = None if damage is None else self.ensure(spec)
+        key = self._key(spec, damage)
         with self._locks_guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock, self._process_lock(key):
-            cached = self.get(spec)
+            cached = self.get(spec, damage)
             if cached is not None:
                 return cached
-            return self._generate(spec)
+            if sound is None or damage is None:
+                return self._generate(spec, None, lambda tmp: generate(spec, tmp))
+
+            def broken(tmp: Path) -> dict[str, int]:
+                apply_damage(damage, sound.path, tmp)
+                return dict(sound.rows)
+
+            return self._generate(spec, damage, broken)
 
     @contextlib.contextmanager
     def _process_lock(self, key: str) -> Iterator[None]:
@@ -852,15 +926,19 @@ class FileCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _generate(self, spec: DeliverySpec) -> CachedFile:
-        data_path, meta_path = self._paths(spec)
+    def _generate(
+        self, spec: DeliverySpec, damage: Damage | None, write: Callable[[Path], dict[str, int]]
+    ) -> CachedFile:
+        data_path, meta_path = self._paths(spec, damage)
         fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=f".{data_path.name}.", suffix=".tmp")
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            rows = generate(spec, tmp)
+            rows = write(tmp)
             size = tmp.stat().st_size
             meta = {"spec": asdict(spec), "size": size, "rows": rows, "file": data_path.name}
+            if damage is not None:
+                meta["damage"] = asdict(damage)
             meta_tmp = tmp.with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(meta, sort_keys=True))
             os.replace(tmp, data_path)

@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import pyarrow as pa
 
 from .config import KNOB_NAMES, SimulatorConfig, SimulatorStats
+from .damage import Damage
 from .data import CachedFile, DeliverySpec, FileCache
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,59 @@ def parse_range(header: str, total: int) -> tuple[int, int] | str | None:
     return max(0, total - suffix), total - 1
 
 
+def _with_signals(spec: DeliverySpec, cfg: SimulatorConfig) -> DeliverySpec:
+    """The spec with the lake-signal knobs that fall inside its days (so other ranges keep their cache keys)."""
+    first, last = spec.date_from, spec.date_to
+    change_from = cfg.schema_change_from
+    if change_from is not None:
+        change_from = None if change_from > last else max(change_from, first)
+    return dataclasses.replace(
+        spec,
+        empty_days=tuple(d for d in cfg.empty_day if first <= d <= last),
+        day_fractions=tuple(sorted((d, f) for d, f in cfg.volume_fraction.items() if first <= d <= last)),
+        schema_change_from=change_from,
+        schema_change=cfg.schema_change if change_from is not None else "type",
+    )
+
+
+def damage_for(cfg: SimulatorConfig) -> Damage | None:
+    """The damage the delivery knobs ask for (config validation allows at most one)."""
+    if cfg.truncated_parquet is not None:
+        return Damage("truncate", amount=cfg.truncated_parquet)
+    if cfg.empty_file == "bytes":
+        return Damage("zero_bytes")
+    if cfg.archive_bad_member is not None:
+        return Damage("bad_member", cfg.archive_bad_member_kind, cfg.archive_bad_member)
+    if cfg.zip_bomb is not None:
+        return Damage("zip_bomb", cfg.zip_bomb, cfg.zip_bomb_bytes)
+    if cfg.bad_zip is not None:
+        return Damage("bad_zip", cfg.bad_zip)
+    return None
+
+
+def other_tenant_id(tenant_id: str) -> str:
+    """The tenant an ``identity_change="tenant"`` answer names: 24 hex digits derived from the real one."""
+    return hashlib.sha256(f"other-tenant|{tenant_id}".encode()).hexdigest()[:24]
+
+
+def other_job_id(job_id: str) -> str:
+    """The job id an ``identity_change="id"`` answer names."""
+    return hashlib.sha256(f"other-job|{job_id}".encode()).hexdigest()[:24]
+
+
+def _next_day(day: str) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+
+
+def _change_identity(body: dict[str, Any], change: str) -> None:
+    if change == "tenant":
+        body["tenantId"] = other_tenant_id(body["tenantId"])
+    elif change == "dates":
+        body["dataDateFrom"], body["dataDateTo"] = _next_day(body["dataDateFrom"]), _next_day(body["dataDateTo"])
+    else:
+        body["id"] = other_job_id(body["id"])
+
+
 @dataclass
 class _Job:
     id: str
@@ -135,6 +189,10 @@ class _Job:
     ready_at: float | None = None
     error: str | None = None
     generation_started: bool = False
+    damage: Damage | None = None
+    identity_change: str | None = None
+    identity_change_after: int = 0
+    gets_answered: int = 0
 
     @property
     def expires(self) -> float:
@@ -327,13 +385,15 @@ class Simulator:
             self._stats_since = self.sim_now()
 
     def reset(self) -> None:
-        """Clear stats, jobs and armed faults (fail_next, drops, forced expiries); other knobs stay."""
+        """Clear stats, jobs and armed faults (fail_next, drops, forced expiries, garbled_status); other knobs
+        stay."""
         with self._lock:
             self._jobs.clear()
             self._cfg.fail_next = []
             self._cfg.drop_after_bytes = None
             self._cfg.drop_count = 1
             self._cfg.expire_next_downloads = 0
+            self._cfg.garbled_status = 0
             self.reset_stats()
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -355,15 +415,26 @@ class Simulator:
                 raise ValueError(f"dates must be YYYY-MM-DD, got {value!r}")
         with self._lock:
             cfg = self._cfg
-            return DeliverySpec(
-                tenant_id=tenant_id,
-                date_from=date_from,
-                date_to=date_to,
+            first, last = dt.date.fromisoformat(date_from), dt.date.fromisoformat(date_to)
+            if cfg.foreign_dates is not None:
+                shift = dt.timedelta(days=cfg.foreign_dates)
+                first, last = first + shift, last + shift
+            spec = DeliverySpec(
+                tenant_id=cfg.foreign_tenant or tenant_id,
+                date_from=first.isoformat(),
+                date_to=last.isoformat(),
                 delivery=cfg.delivery,
                 rows_per_day=cfg.rows_per_day,
                 target_bytes=cfg.target_bytes,
                 timestamp_format=cfg.timestamp_format,
             )
+            if cfg.signals_tenant in (None, tenant_id):
+                spec = _with_signals(spec, cfg)
+            if cfg.empty_file == "rows":
+                spec = dataclasses.replace(
+                    spec, empty_days=tuple(d.isoformat() for d in spec.days()), day_fractions=(), target_bytes=None
+                )
+            return spec
 
     def expected_rows(self, tenant_id: str, date_from: str, date_to: str) -> dict[str, int]:
         """Rows per table in the delivery for these inputs under the current knobs.
@@ -438,6 +509,30 @@ class Simulator:
             self._stats.faults_served += 1
             return True
 
+    def _drip_for(self, route: str) -> tuple[int, float] | None:
+        """(bytes per write, seconds between writes) if ``slow_drip`` covers ``route``, else None."""
+        with self._lock:
+            cfg = self._cfg
+            if cfg.slow_drip not in (route, "all"):
+                return None
+            self._stats.faults_served += 1
+            return cfg.slow_drip_bytes, float(cfg.slow_drip_interval)
+
+    def _bad_location(self, path: str, query: str) -> str | None:
+        """The malformed ``Location`` a download redirects to under ``bad_location``, else None."""
+        with self._lock:
+            kind = self._cfg.bad_location
+            if kind is None:
+                return None
+            self._stats.faults_served += 1
+        target = f"{path}?{query}"
+        return {
+            "ipv6": f"http://[::1:{self.port}{target}",
+            "control": f"http://127.0.0.1\x01\x7f:{self.port}{target}",
+            "no_scheme": f"127.0.0.1:{self.port}{target}",
+            "empty": "",
+        }[kind]
+
     def _new_id(self) -> str:
         with self._lock:
             self._counter = (self._counter + 1) & 0xFFFFFF
@@ -479,6 +574,9 @@ class Simulator:
                 spec=spec,
                 filename=filename,
                 expiry_seconds=float(cfg.job_expiry_seconds),
+                damage=damage_for(cfg),
+                identity_change=cfg.identity_change,
+                identity_change_after=cfg.identity_change_after,
             )
             self._jobs[job.id] = job
             self._stats.jobs_created += 1
@@ -497,7 +595,7 @@ class Simulator:
 
     def _generate(self, job: _Job) -> None:
         try:
-            cached = self.cache.ensure(job.spec)
+            cached = self.cache.ensure(job.spec, job.damage)
         except (OSError, ValueError, pa.ArrowException) as exc:
             log.exception("generating %s failed", job.spec)
             with self._lock:
@@ -609,7 +707,16 @@ class Simulator:
             job = self._live_job(job_id, now)
             if job is None:
                 return _message(404, "Job not found")
-            return _json(200, self._job_json(job, now))
+            body = self._job_json(job, now)
+            job.gets_answered += 1
+            if job.identity_change is not None and job.gets_answered > job.identity_change_after:
+                _change_identity(body, job.identity_change)
+            status, raw, headers = _json(200, body)
+            if self._cfg.garbled_status > 0:
+                self._cfg.garbled_status -= 1
+                self._stats.faults_served += 1
+                raw = raw[: len(raw) // 2]  # a proxy cut the body; Content-Length is what was sent
+            return status, raw, headers
 
     def _check_download(self, job_id: str, filename: str, query: str) -> Response | CachedFile:
         with self._lock:
@@ -703,40 +810,66 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == JOB_PATH and method == "POST":
             self.sim._count(ROUTE_POST_JOB)
-            self._api(method, lambda: self.sim._post_job(body))
+            self._api(method, lambda: self.sim._post_job(body), "create")
             return
         if path.startswith(JOB_PATH + "/") and method == "GET":
             self.sim._count(ROUTE_GET_JOB)
             job_id = unquote(path[len(JOB_PATH) + 1 :])
-            self._api(method, lambda: self.sim._get_job(job_id))
+            self._api(method, lambda: self.sim._get_job(job_id), "status")
             return
         self.sim._count("OTHER")
         self._send(_message(404, "Not found"), head_only=method == "HEAD")
 
-    def _api(self, method: str, handler: Callable[[], Response]) -> None:
+    def _api(self, method: str, handler: Callable[[], Response], route: str) -> None:
         """Apply the head fail_next fault (if it matches), else authenticate and run ``handler``.
 
-        Faults come before authentication, as a gateway's 429/5xx would.
+        Faults come before authentication, as a gateway's 429/5xx would. ``route`` (``create`` or ``status``)
+        selects whether ``slow_drip`` applies.
         """
         fault = self.sim._take_fault(method)
+        drip = self.sim._drip_for(route)
 
         def action() -> Response:
             return self.sim._authorize(self.headers.get("Authorization")) or handler()
 
+        def send(response: Response) -> None:
+            if drip is None:
+                self._send(response)
+            else:
+                self._drip(response, *drip)
+
         if fault is None:
-            self._send(action())
+            send(action())
             return
         if fault.get("delay"):
             time.sleep(float(fault["delay"]))
         if fault.get("after_create"):
             action()  # the real work happens; only the response is lost or replaced
         elif fault.get("status") is None and not fault.get("close"):
-            self._send(action())  # a pure delay
+            send(action())  # a pure delay
             return
         if fault.get("close"):
             self._abort()
             return
-        self._send(self._fault_response(fault))
+        send(self._fault_response(fault))
+
+    def _drip(self, response: Response, step: int, interval: float) -> None:
+        """The whole response (status line, headers, body) written ``step`` bytes at a time, ``interval`` seconds
+        apart: every read finishes quickly, the response as a whole takes as long as the drip wants."""
+        status, body, headers = response
+        self.sim._count_status(status)
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        lines = [f"HTTP/1.1 {status} {phrase}", f"Server: {self.version_string()}", f"Date: {self.date_time_string()}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        for offset in range(0, len(raw), step):
+            if offset:
+                time.sleep(interval)
+            self.wfile.write(raw[offset : offset + step])
 
     @staticmethod
     def _fault_response(fault: dict[str, Any]) -> Response:
@@ -795,6 +928,10 @@ class _Handler(BaseHTTPRequestHandler):
         checked = self.sim._check_download(unquote(parts[2]), unquote(parts[3]), query)
         if not isinstance(checked, CachedFile):
             self._send(checked, head_only)
+            return
+        location = self.sim._bad_location(path, query)
+        if location is not None:
+            self._send((307, b"", {"Location": location, "Content-Type": "application/xml"}), head_only)
             return
         total = checked.size
         with self.sim._lock:
