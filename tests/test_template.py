@@ -429,6 +429,19 @@ def test_every_parameter_default_passes_each_function_settings() -> None:
         settings_model(logical_id).from_env(values)
 
 
+#: The only places that read the process environment: the CLI's Settings.from_env and runtime.settings().
+READS_ENVIRON = {"omborigrid_export/settings.py", "omborigrid_lambda/runtime.py"}
+
+
+def test_nothing_but_the_settings_reads_the_environment() -> None:
+    readers = set()
+    for path in [*ROOT.glob("functions/*/*.py"), *LAYER.glob("*/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in ("os.environ", "os.getenv", "os.environb"):
+                readers.add(path.relative_to(LAYER if LAYER in path.parents else ROOT).as_posix())
+    assert readers == READS_ENVIRON
+
+
 def test_the_never_set_list_is_not_stale() -> None:
     optional = {v.name for f in functions() for v in settings_model(f).VARIABLES if not v.required}
     assert optional == set(NEVER_SET) - {"OMBORIGRID_TOKEN"}

@@ -115,9 +115,10 @@ def parse_trigger(event: object) -> Trigger:
         return Finished()
     if kind == FAILED:
         detail = event.get("detail")
-        ref = JobRef.from_dict(detail)
-        assert isinstance(detail, dict)  # from_dict accepted it
-        return Finished(failed=ref, reason=f"{_text(detail.get('error'))}: {_text(detail.get('message'))}")
+        if not isinstance(detail, dict):
+            raise InvalidInput("The Export Failed event has no detail object.")
+        reason = f"{_text(detail.get('error'))}: {_text(detail.get('message'))}"
+        return Finished(failed=JobRef.from_dict(detail), reason=reason)
     raise InvalidInput(
         'CreateJob accepts a scheduled tick ({"trigger": "schedule"}), an omborigrid.export \'Export Requested\' '
         "event, or the end of an export ('Export Completed'/'Export Failed'); this event is none of them."
