@@ -213,6 +213,15 @@ CANNOT_RAISE = {
 }
 
 
+#: What Step Functions' docs ask every Lambda task to retry (transient failures of the Lambda service itself).
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+
+
 def test_asl_retries_exactly_the_retryable_errors_each_task_can_raise() -> None:
     """Retry lists are checked against the errors' ``retryable`` flags both ways, so neither can drift."""
     ours = library_errors()
@@ -226,6 +235,8 @@ def test_asl_retries_exactly_the_retryable_errors_each_task_can_raise() -> None:
         expected = retryable - set(CANNOT_RAISE[name])
         assert retried == expected, f"{name}: retryable errors it may raise but never retries: {expected - retried}"
         assert set(CANNOT_RAISE[name]) <= retryable, f"{name}: CANNOT_RAISE lists errors that are not retryable"
+        lambda_errors = {e for clause in state["Retry"] for e in clause["ErrorEquals"] if e.startswith("Lambda.")}
+        assert lambda_errors >= LAMBDA_SERVICE_ERRORS, f"{name} does not retry {LAMBDA_SERVICE_ERRORS - lambda_errors}"
         [typed] = [c for c in state["Catch"] if "States.ALL" not in c["ErrorEquals"]]
         caught = set(typed["ErrorEquals"])
         missing = set(ours) - caught - {n for n in ours if n.startswith("StepFunctions")}
@@ -445,6 +456,14 @@ def test_nothing_but_the_settings_reads_the_environment() -> None:
 def test_the_never_set_list_is_not_stale() -> None:
     optional = {v.name for f in functions() for v in settings_model(f).VARIABLES if not v.required}
     assert optional == set(NEVER_SET) - {"OMBORIGRID_TOKEN"}
+
+
+def test_start_export_reports_each_failed_record_alone() -> None:
+    """StartExport returns batchItemFailures; without ReportBatchItemFailures SQS would ignore them and redeliver
+    (or delete) the whole batch."""
+    events = functions()["StartExportFunction"]["Properties"]["Events"]
+    [sqs] = [e for e in events.values() if e["Type"] == "SQS"]
+    assert sqs["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_secrets_and_local_switches_are_never_in_the_environment() -> None:

@@ -103,3 +103,20 @@ def test_given_a_missing_state_machine_setting_then_configuration_error(
     with pytest.raises(ConfigurationError, match="missing its EXPORT_STATE_MACHINE_ARN setting"):
         app.lambda_handler({"Records": [record("m1", json.dumps(JOB))]}, context)
     assert aws.executions() == []
+
+
+def test_given_step_functions_refuses_then_each_record_fails_alone_with_a_typed_error(
+    function_env: EnvSetter, aws: Resources, context: StubContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state machine that does not exist (a wrong ARN): every record is reported, none is lost silently."""
+    missing = aws.state_machine_arn.rsplit(":", 1)[0] + ":missing"
+    function_env("StartExportFunction", EXPORT_STATE_MACHINE_ARN=missing)
+    batch = {"Records": [record("m1", json.dumps(JOB)), record("m2", json.dumps({**JOB, "jobId": "j2"}))]}
+
+    result = app.lambda_handler(batch, context)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
+    assert aws.executions() == []
+    errors = [getattr(r, "error", "") for r in caplog.records if r.getMessage() == "could not start the export"]
+    assert len(errors) == 2
+    assert all(e.startswith(f"Step Functions could not start the execution of {TENANT}") for e in errors), errors
