@@ -50,13 +50,12 @@ class EntryState(enum.StrEnum):
     FAILED = "FAILED"
 
 
-# The states by their own names, for readers of the ledger (the CLI's status view).
+# The states by their own names, for readers of the ledger (the CLI's status view imports them).
 PENDING = EntryState.PENDING
 REQUESTING = EntryState.REQUESTING
 QUEUED = EntryState.QUEUED
 LANDED = EntryState.LANDED
 FAILED = EntryState.FAILED
-LIVE_STATES = frozenset({REQUESTING, QUEUED})
 #: The counter item shares the table; its key cannot collide with a tenant id (they never start with '#').
 CAPACITY_KEY = {"tenantId": {"S": "#capacity"}, "dataRange": {"S": "#jobs-in-flight"}}
 STATE_INDEX = "byState"
