@@ -24,17 +24,39 @@ no free slot, already finished); throttling, a conflicting transaction or an unr
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .dynamodb import ConditionFailed, dynamodb_errors
+from .ledger_entry import (
+    FAILED,
+    LANDED,
+    PENDING,
+    QUEUED,
+    REQUESTING,
+    EntryState,
+    LedgerEntry,
+    data_range,
+    string_attribute,
+)
 from .models import ExportRequest
+
+__all__ = [
+    "CAPACITY_KEY",
+    "FAILED",
+    "LANDED",
+    "PENDING",
+    "QUEUED",
+    "REQUESTING",
+    "STATE_INDEX",
+    "EntryState",
+    "Ledger",
+    "LedgerEntry",
+]
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -42,82 +64,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class EntryState(enum.StrEnum):
-    PENDING = "PENDING"
-    REQUESTING = "REQUESTING"
-    QUEUED = "QUEUED"
-    LANDED = "LANDED"
-    FAILED = "FAILED"
-
-
-# The states by their own names, for readers of the ledger (the CLI's status view imports them).
-PENDING = EntryState.PENDING
-REQUESTING = EntryState.REQUESTING
-QUEUED = EntryState.QUEUED
-LANDED = EntryState.LANDED
-FAILED = EntryState.FAILED
 #: The counter item shares the table; its key cannot collide with a tenant id (they never start with '#').
 CAPACITY_KEY = {"tenantId": {"S": "#capacity"}, "dataRange": {"S": "#jobs-in-flight"}}
 STATE_INDEX = "byState"
-
-
-def data_range(request: ExportRequest) -> str:
-    return f"{request.date_from.isoformat()}/{request.date_to.isoformat()}"
-
-
-def _s(item: dict[str, Any], name: str) -> str | None:
-    value = item.get(name, {}).get("S")
-    return str(value) if value is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    tenant_id: str
-    date_from: date
-    date_to: date
-    state: EntryState
-    job_id: str | None
-    claim: str | None
-    updated_at: datetime
-    enqueued_at: datetime | None = None
-    landed_at: datetime | None = None
-    error: str | None = None
-    key: str | None = None
-    manifest_key: str | None = None
-    force: bool = False
-
-    @property
-    def request(self) -> ExportRequest:
-        return ExportRequest(self.tenant_id, self.date_from, self.date_to)
-
-    @property
-    def enqueued(self) -> bool:
-        return self.enqueued_at is not None
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> LedgerEntry:
-        date_from, _, date_to = item["dataRange"]["S"].partition("/")
-
-        def when(name: str) -> datetime | None:
-            value = _s(item, name)
-            return datetime.fromisoformat(value) if value else None
-
-        updated = when("updatedAt")
-        return cls(
-            tenant_id=item["tenantId"]["S"],
-            date_from=date.fromisoformat(date_from),
-            date_to=date.fromisoformat(date_to),
-            state=EntryState(item["state"]["S"]),
-            job_id=_s(item, "jobId"),
-            claim=_s(item, "claim"),
-            updated_at=updated or datetime.min.replace(tzinfo=UTC),
-            enqueued_at=when("enqueuedAt"),
-            landed_at=when("landedAt"),
-            error=_s(item, "error"),
-            key=_s(item, "key"),
-            manifest_key=_s(item, "manifestKey"),
-            force=bool(item.get("force", {}).get("BOOL", False)),
-        )
 
 
 # Named parts of the conditional writes (``#state`` is the attribute ``state``).
@@ -370,10 +319,10 @@ class Ledger:
 
     def load_checkpoint(self, request: ExportRequest, job_id: str) -> dict[str, Any] | None:
         item = self._item(request)
-        if not item or _s(item, "jobId") != job_id or not _s(item, "transfer"):
+        if not item or string_attribute(item, "jobId") != job_id or not string_attribute(item, "transfer"):
             return None
         try:
-            loaded: dict[str, Any] = json.loads(_s(item, "transfer") or "")
+            loaded: dict[str, Any] = json.loads(string_attribute(item, "transfer") or "")
         except ValueError:
             logger.warning("the saved transfer checkpoint of %s is unreadable; starting over", request.label)
             return None
@@ -381,7 +330,7 @@ class Ledger:
 
     def previous_manifest_key(self, request: ExportRequest) -> str | None:
         item = self._item(request)
-        return _s(item, "previousManifestKey") if item else None
+        return string_attribute(item, "previousManifestKey") if item else None
 
     # -- plumbing ---------------------------------------------------------------------------------
 
