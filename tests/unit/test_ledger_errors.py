@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 
 from omborigrid_export.dynamodb import ConditionFailed, dynamodb_errors
 from omborigrid_export.errors import LedgerError, LedgerUnavailable
@@ -46,8 +46,9 @@ class FailingDynamoDB:
         client_error("TransactionCanceledException", reasons=["None", "ThrottlingError"]),
         client_error("TransactionCanceledException", reasons=["TransactionConflict", "None"]),
         EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com"),
+        ReadTimeoutError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com"),
     ],
-    ids=["throughput", "throttling", "tx-throttled", "tx-conflict", "unreachable"],
+    ids=["throughput", "throttling", "tx-throttled", "tx-conflict", "unreachable", "read-timeout"],
 )
 def test_given_a_busy_or_unreachable_dynamodb_then_ledger_unavailable_which_is_retryable(error: Exception) -> None:
     with (
@@ -65,9 +66,10 @@ def test_given_a_busy_or_unreachable_dynamodb_then_ledger_unavailable_which_is_r
         client_error("AccessDeniedException", "GetItem"),
         client_error("ResourceNotFoundException", "Query"),
         client_error("TransactionCanceledException", reasons=["ValidationError", "None"]),
+        client_error("TransactionCanceledException"),
         NoCredentialsError(),
     ],
-    ids=["access-denied", "no-table", "tx-invalid", "no-credentials"],
+    ids=["access-denied", "no-table", "tx-invalid", "tx-no-reason", "no-credentials"],
 )
 def test_given_a_failure_a_retry_cannot_fix_then_ledger_error_not_retryable(error: Exception) -> None:
     with pytest.raises(LedgerError) as caught, dynamodb_errors("read the entry of t1 2026-01-01"):

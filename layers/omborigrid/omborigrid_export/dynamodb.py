@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .errors import LedgerError, LedgerUnavailable
@@ -59,8 +59,9 @@ def dynamodb_errors(action: str) -> Iterator[None]:
                     f"The export ledger could not {action}: the transaction was cancelled "
                     f"({', '.join(sorted(reasons & BUSY_REASONS))}); nothing changed and a retry may succeed."
                 ) from None
+            named = ", ".join(sorted(reasons)) or "no reason given"
             raise LedgerError(
-                f"The export ledger could not {action}: the transaction was cancelled ({', '.join(sorted(reasons))})."
+                f"The export ledger could not {action}: the transaction was cancelled ({named})."
             ) from None
         if code in BUSY_CODES:
             raise LedgerUnavailable(
@@ -68,7 +69,7 @@ def dynamodb_errors(action: str) -> Iterator[None]:
                 "a retry may succeed."
             ) from None
         raise LedgerError(f"The export ledger could not {action}: {describe_exception(exc)}") from None
-    except BotoConnectionError as exc:
+    except (BotoConnectionError, HTTPClientError) as exc:
         raise LedgerUnavailable(
             f"The export ledger could not {action}: DynamoDB could not be reached ({describe_exception(exc)})."
         ) from None

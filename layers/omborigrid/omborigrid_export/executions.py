@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .errors import StepFunctionsError, StepFunctionsUnavailable
@@ -76,7 +76,7 @@ def step_functions_errors(action: str, *, meaningful: Collection[str] = ()) -> I
                 f"Step Functions could not {action}: it answered {code} after the SDK's retries; a retry may succeed."
             ) from None
         raise StepFunctionsError(f"Step Functions could not {action}: {describe_exception(exc)}") from None
-    except BotoConnectionError as exc:
+    except (BotoConnectionError, HTTPClientError) as exc:
         raise StepFunctionsUnavailable(
             f"Step Functions could not {action}: it could not be reached ({describe_exception(exc)})."
         ) from None
