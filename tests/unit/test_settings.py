@@ -312,10 +312,10 @@ def test_given_any_required_variable_missing_then_configuration_error_naming_it(
 @pytest.mark.parametrize(
     ("name", "value", "match"),
     [
-        ("MAX_JOBS_IN_FLIGHT", "0", "between 1 and 1000"),
+        ("MAX_JOBS_IN_FLIGHT", "0", "MAX_JOBS_IN_FLIGHT\\) must be at least 1, not 0"),
         ("MAX_JOBS_IN_FLIGHT", "twenty", "whole number"),
-        ("LOOKBACK_DAYS", "400", "between 0 and 366"),
-        ("FRESHNESS_HOURS", "0", "between 1 and 8784"),
+        ("LOOKBACK_DAYS", "400", "LOOKBACK_DAYS\\) must be between 0 and 366 days, not 400"),
+        ("FRESHNESS_HOURS", "0", "FRESHNESS_HOURS\\) must be at least one hour"),
         ("SCHEDULE_TIMEZONE", "Mars/Olympus", "not a known time zone"),
         ("TENANT_IDS", "ok,../up", "not acceptable"),
         ("EXPORT_STATE_MACHINE_ARN", "export", "not the ARN of a state machine"),
@@ -328,6 +328,23 @@ def test_given_a_bad_create_job_value_then_configuration_error_before_anything_e
 ) -> None:
     with pytest.raises(ConfigurationError, match=match):
         CreateJobSettings.from_env({**CREATE_JOB, name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("OMBORIGRID_PART_SIZE_MIB", "4", "OMBORIGRID_PART_SIZE_MIB\\) must be between 5 MiB and 5 GiB"),
+        ("OMBORIGRID_TRANSFER_CONCURRENCY", "0", "OMBORIGRID_TRANSFER_CONCURRENCY\\) must be between 1 and 64"),
+        ("OMBORIGRID_TRANSFER_ATTEMPTS", "x", "OMBORIGRID_TRANSFER_ATTEMPTS must be a whole number"),
+        ("DOWNLOAD_TIME_BUDGET_SECONDS", "0", "at least 1 second"),
+        ("EXPORT_ARCHIVE_KEY_TEMPLATE", "{prefix}/tenant={tenantId}/{filename}", "must contain \\{table\\}"),
+    ],
+)
+def test_given_a_bad_download_value_then_configuration_error_naming_the_variable(
+    name: str, value: str, match: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        DownloadSettings.from_env({**DOWNLOAD, name: value})
 
 
 def test_given_a_name_the_model_does_not_declare_then_reading_it_is_refused() -> None:

@@ -60,7 +60,9 @@ class SchedulePolicy:
         check_lookback(self.lookback_days)
         check_cap(self.max_jobs_in_flight)
         if self.freshness_hours < 1:
-            raise ConfigurationError("The freshness window must be at least one hour.")
+            raise ConfigurationError(
+                f"The freshness window (FRESHNESS_HOURS) must be at least one hour, not {self.freshness_hours}."
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

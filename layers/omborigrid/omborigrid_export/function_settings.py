@@ -18,7 +18,7 @@ from .createjob import SchedulePolicy
 from .errors import ConfigurationError
 from .layout import KeyLayout
 from .scheduling import zone
-from .settings import MIB, Settings, TransferSettings
+from .settings import MIB, Settings, TransferSettings, is_on
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +64,13 @@ class FunctionEnvironment:
             return ""
         return value
 
-    def whole_number(self, name: str, *, minimum: int, maximum: int) -> int:
+    def whole_number(self, name: str) -> int:
+        """A whole number; its bounds are checked by the model it goes into (which names the variable)."""
         raw = self.text(name)
         try:
-            value = int(raw)
+            return int(raw)
         except ValueError:
             raise ConfigurationError(f"{name} must be a whole number, not {raw!r}.") from None
-        if not minimum <= value <= maximum:
-            raise ConfigurationError(f"{name} must be between {minimum} and {maximum}, not {value}.")
-        return value
 
     def name(self, name: str) -> str:
         value = self.text(name).strip()
@@ -93,7 +91,7 @@ class FunctionEnvironment:
         return Settings(
             api_url=self.name("OMBORIGRID_API_URL").rstrip("/"),
             token_secret=self.name("OMBORIGRID_TOKEN_SECRET"),
-            allow_local_urls=self.text("OMBORIGRID_ALLOW_LOCAL_URLS") in ("1", "true", "yes"),
+            allow_local_urls=is_on(self.text("OMBORIGRID_ALLOW_LOCAL_URLS")),
             layout=KeyLayout(prefix=prefix, template=self.name("EXPORT_KEY_TEMPLATE")),
             archive_layout=KeyLayout(prefix=prefix, template=self.name("EXPORT_ARCHIVE_KEY_TEMPLATE")),
             transfer=transfer or TransferSettings(),
@@ -145,13 +143,15 @@ class DownloadSettings:
     def from_env(cls, environ: Mapping[str, str]) -> DownloadSettings:
         env = FunctionEnvironment(environ, cls.VARIABLES)
         transfer = TransferSettings(
-            part_size=env.whole_number("OMBORIGRID_PART_SIZE_MIB", minimum=5, maximum=5 * 1024) * MIB,
-            concurrency=env.whole_number("OMBORIGRID_TRANSFER_CONCURRENCY", minimum=1, maximum=64),
-            max_attempts=env.whole_number("OMBORIGRID_TRANSFER_ATTEMPTS", minimum=1, maximum=20),
+            part_size=env.whole_number("OMBORIGRID_PART_SIZE_MIB") * MIB,
+            concurrency=env.whole_number("OMBORIGRID_TRANSFER_CONCURRENCY"),
+            max_attempts=env.whole_number("OMBORIGRID_TRANSFER_ATTEMPTS"),
         )
         budget = None
         if env.text("DOWNLOAD_TIME_BUDGET_SECONDS"):
-            budget = float(env.whole_number("DOWNLOAD_TIME_BUDGET_SECONDS", minimum=1, maximum=900))
+            budget = float(env.whole_number("DOWNLOAD_TIME_BUDGET_SECONDS"))
+            if budget < 1:
+                raise ConfigurationError(f"DOWNLOAD_TIME_BUDGET_SECONDS must be at least 1 second, not {budget:g}.")
         return cls(
             export=env.export_settings(transfer),
             ledger_table=env.name("LEDGER_TABLE"),
@@ -188,9 +188,9 @@ class CreateJobSettings:
         policy = SchedulePolicy(
             tenants=tuple(dict.fromkeys(t.strip() for t in env.text("TENANT_IDS").split(",") if t.strip())),
             zone=zone(env.name("SCHEDULE_TIMEZONE")),
-            lookback_days=env.whole_number("LOOKBACK_DAYS", minimum=0, maximum=366),
-            max_jobs_in_flight=env.whole_number("MAX_JOBS_IN_FLIGHT", minimum=1, maximum=1000),
-            freshness_hours=env.whole_number("FRESHNESS_HOURS", minimum=1, maximum=8784),
+            lookback_days=env.whole_number("LOOKBACK_DAYS"),
+            max_jobs_in_flight=env.whole_number("MAX_JOBS_IN_FLIGHT"),
+            freshness_hours=env.whole_number("FRESHNESS_HOURS"),
         )
         return cls(
             export=env.export_settings(),

@@ -40,13 +40,15 @@ def zone(name: str) -> ZoneInfo:
 
 def check_lookback(lookback_days: int) -> int:
     if not 0 <= lookback_days <= 366:
-        raise ConfigurationError("The look-back window must be between 0 and 366 days.")
+        raise ConfigurationError(
+            f"The look-back window (LOOKBACK_DAYS) must be between 0 and 366 days, not {lookback_days}."
+        )
     return lookback_days
 
 
 def check_cap(cap: int) -> int:
     if cap < 1:
-        raise ConfigurationError("The cap on jobs in flight must be at least 1.")
+        raise ConfigurationError(f"The cap on jobs in flight (MAX_JOBS_IN_FLIGHT) must be at least 1, not {cap}.")
     return cap
 
 

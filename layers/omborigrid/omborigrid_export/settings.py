@@ -106,11 +106,16 @@ class Settings:
             api_url=(env.get("OMBORIGRID_API_URL") or DEFAULT_API_URL).rstrip("/"),
             token=env.get("OMBORIGRID_TOKEN") or None,
             token_secret=env.get("OMBORIGRID_TOKEN_SECRET") or None,
-            allow_local_urls=env.get("OMBORIGRID_ALLOW_LOCAL_URLS", "") in ("1", "true", "yes"),
+            allow_local_urls=is_on(env.get("OMBORIGRID_ALLOW_LOCAL_URLS", "")),
             transfer=transfer,
             layout=layout,
             archive_layout=archive_layout,
         )
+
+
+def is_on(flag: str) -> bool:
+    """Whether a switch variable is on (``1``, ``true`` or ``yes``; anything else is off)."""
+    return flag in ("1", "true", "yes")
 
 
 def check_tenant_segment(layout: KeyLayout, name: str) -> None:
