@@ -10,7 +10,8 @@ import pytest
 
 from omborigrid_export.createjob import (
     CreateJobReport,
-    Finished,
+    Drain,
+    Failed,
     Requested,
     Scheduled,
     SchedulePolicy,
@@ -32,8 +33,8 @@ def event(kind: str, detail: Any) -> dict[str, Any]:
 
 def test_given_each_trigger_when_parsed_then_what_it_asks_for() -> None:
     assert parse_trigger({"trigger": "schedule"}) == Scheduled()
-    assert parse_trigger({"trigger": "drain"}) == Finished()
-    assert parse_trigger(event("Export Completed", {"jobId": "j1"})) == Finished()
+    assert parse_trigger({"trigger": "drain"}) == Drain()
+    assert parse_trigger(event("Export Completed", {"jobId": "j1"})) == Drain()
     requested = parse_trigger(
         event("Export Requested", {"tenantIds": ["t1"], "dataDateFrom": "2026-01-01", "dataDateTo": "2026-01-02"})
     )
@@ -44,9 +45,9 @@ def test_given_each_trigger_when_parsed_then_what_it_asks_for() -> None:
 
 def test_given_an_export_failed_event_then_the_job_and_a_reason_without_anything_else() -> None:
     failed = parse_trigger(event("Export Failed", {**JOB, "error": "IntegrityError", "message": "Not parquet."}))
-    assert failed == Finished(failed=JobRef.from_dict(JOB), reason="IntegrityError: Not parquet.")
+    assert failed == Failed(JobRef.from_dict(JOB), "IntegrityError: Not parquet.")
     bare = parse_trigger(event("Export Failed", {**JOB, "error": 7}))
-    assert isinstance(bare, Finished)
+    assert isinstance(bare, Failed)
     assert bare.reason == "(not given): (not given)"
 
 

@@ -92,14 +92,19 @@ class Requested:
 
 
 @dataclass(frozen=True, slots=True)
-class Finished:
-    """An export ended (or a drain was asked for): a slot may be free. ``failed`` names a failed job."""
-
-    failed: JobRef | None = None
-    reason: str = ""
+class Drain:
+    """An export ended ("Export Completed", or ``{"trigger": "drain"}``): a slot may be free for the next job."""
 
 
-Trigger = Scheduled | Requested | Finished
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """An "Export Failed" event: the job's ledger entry is marked FAILED (giving its slot back), then a drain."""
+
+    ref: JobRef
+    reason: str
+
+
+Trigger = Scheduled | Requested | Drain | Failed
 
 
 def parse_trigger(event: object) -> Trigger:
@@ -109,18 +114,18 @@ def parse_trigger(event: object) -> Trigger:
     if event.get("trigger") == "schedule":
         return Scheduled()
     if event.get("trigger") == "drain":
-        return Finished()
+        return Drain()
     kind = event.get("detail-type") if event.get("source") == SOURCE else None
     if kind == REQUESTED:
         return Requested(AdhocRequest.from_detail(event.get("detail")))
     if kind == COMPLETED:
-        return Finished()
+        return Drain()
     if kind == FAILED:
         detail = event.get("detail")
         if not isinstance(detail, dict):
             raise InvalidInput("The Export Failed event has no detail object.")
         reason = f"{_text(detail.get('error'))}: {_text(detail.get('message'))}"
-        return Finished(failed=JobRef.from_dict(detail), reason=reason)
+        return Failed(JobRef.from_dict(detail), reason)
     raise InvalidInput(
         'CreateJob accepts a scheduled tick ({"trigger": "schedule"}), an omborigrid.export \'Export Requested\' '
         "event, or the end of an export ('Export Completed'/'Export Failed'); this event is none of them."
@@ -200,8 +205,8 @@ def _plan(trigger: Trigger, policy: SchedulePolicy, services: Services) -> list[
             return plan_exports(missing, ledger)
         case Requested(request=adhoc):
             return plan_exports(adhoc.expand(), ledger, force=adhoc.force)
-        case Finished(failed=JobRef() as ref, reason=reason):
+        case Failed(ref=ref, reason=reason):
             ledger.mark_failed(ref.request, ref.job_id, reason)
             return []
-        case Finished():
+        case Drain():
             return []
