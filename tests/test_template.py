@@ -2,13 +2,14 @@
 
 Each test guards a mistake that would deploy cleanly and fail later: a handler that does not exist, a state machine
 substitution left as ``${Name}``, a Retry on an error the code never raises, a catalog resource created with the
-catalog off, an IAM grant on ``*``, an environment variable the code reads but the template never sets, an alarm or
+catalog off, an IAM grant on ``*``, a function environment other than what its settings model reads, an alarm or
 dashboard looking at a metric under the wrong namespace or dimension.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import json
 import re
@@ -23,26 +24,18 @@ from samtranslator.yaml_helper import yaml_parse
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 LAYER = ROOT / "layers" / "omborigrid"
-LAMBDA_PACKAGE = LAYER / "omborigrid_lambda"
-SETTINGS = LAYER / "omborigrid_export" / "settings.py"
-
-ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
 SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 
-#: Variables the code reads that the template deliberately never sets.
+#: Variables the template deliberately never sets (the functions' optional settings, and the CLI's token).
 NEVER_SET = {
     "OMBORIGRID_TOKEN": "the token itself: in Lambda it comes from Secrets Manager (OMBORIGRID_TOKEN_SECRET)",
     "OMBORIGRID_ALLOW_LOCAL_URLS": "simulator and tests only: it permits http:// and private addresses",
-    "OMBORIGRID_TRANSFER_ATTEMPTS": "a tuning knob with a library default (5) and no template parameter",
     "DOWNLOAD_TIME_BUDGET_SECONDS": "tests and tuning only: caps an invocation below Lambda's remaining time",
 }
 #: Never set because setting them in AWS would be a security problem (asserted separately).
 MUST_NOT_BE_SET = ("OMBORIGRID_TOKEN", "OMBORIGRID_ALLOW_LOCAL_URLS")
-#: Settings every function parses (Settings.from_env) but that matter only where files are transferred.
-ONLY_ON = {
-    "OMBORIGRID_PART_SIZE_MIB": {"DownloadFunction"},
-    "OMBORIGRID_TRANSFER_CONCURRENCY": {"DownloadFunction"},
-}
+#: Powertools reads its own variables (service name, log level, metrics namespace); they are not our settings.
+POWERTOOLS = "POWERTOOLS_"
 
 #: (logical id, statement Sid) allowed ``Resource: "*"``, and why.
 WILDCARD_RESOURCES = {
@@ -198,6 +191,59 @@ def test_asl_error_names_are_library_errors() -> None:
     assert custom - classes == set(), f"ASL errors that omborigrid_export.errors does not define: {custom - classes}"
 
 
+def library_errors() -> dict[str, type[BaseException]]:
+    from omborigrid_export import errors
+
+    return {
+        name: obj
+        for name, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, errors.OmboriGridExportError) and obj is not errors.OmboriGridExportError
+    }
+
+
+#: The Lambda tasks of the ASL and the retryable errors of ours that their function cannot raise, with why.
+CANNOT_RAISE = {
+    "Check Export Status": {
+        "TransferFailed": "it moves no bytes",
+        "DownloadUrlExpired": "it never follows the download URL",
+        "LedgerUnavailable": "it does not use the ledger",
+        "StepFunctionsUnavailable": "it does not call Step Functions",
+    },
+    "Download Export": {"StepFunctionsUnavailable": "it does not call Step Functions"},
+}
+
+
+#: What Step Functions' docs ask every Lambda task to retry (transient failures of the Lambda service itself).
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+
+
+def test_asl_retries_exactly_the_retryable_errors_each_task_can_raise() -> None:
+    """Retry lists are checked against the errors' ``retryable`` flags both ways, so neither can drift."""
+    ours = library_errors()
+    retryable = {name for name, cls in ours.items() if getattr(cls, "retryable", False)}
+    _, definition = asl()
+    tasks = {n: s for n, s in definition["States"].items() if s.get("Resource") == "arn:aws:states:::lambda:invoke"}
+    assert set(tasks) == set(CANNOT_RAISE)
+    for name, state in tasks.items():
+        retried = {e for clause in state["Retry"] for e in clause["ErrorEquals"] if e in ours}
+        assert retried <= retryable, f"{name} retries errors that say retrying will not help: {retried - retryable}"
+        expected = retryable - set(CANNOT_RAISE[name])
+        assert retried == expected, f"{name}: retryable errors it may raise but never retries: {expected - retried}"
+        assert set(CANNOT_RAISE[name]) <= retryable, f"{name}: CANNOT_RAISE lists errors that are not retryable"
+        lambda_errors = {e for clause in state["Retry"] for e in clause["ErrorEquals"] if e.startswith("Lambda.")}
+        assert lambda_errors >= LAMBDA_SERVICE_ERRORS, f"{name} does not retry {LAMBDA_SERVICE_ERRORS - lambda_errors}"
+        [typed] = [c for c in state["Catch"] if "States.ALL" not in c["ErrorEquals"]]
+        caught = set(typed["ErrorEquals"])
+        missing = set(ours) - caught - {n for n in ours if n.startswith("StepFunctions")}
+        assert missing == set(), f"{name}: errors of ours that would reach the generic failure path: {missing}"
+        assert typed["Next"] == "Describe Typed Failure"
+
+
 # ------------------------------------------------------------------------------------------------ conditions
 def test_catalog_resources_exist_only_with_the_catalog() -> None:
     glue = {k: v for k, v in resources().items() if v["Type"].startswith("AWS::Glue::")}
@@ -262,7 +308,7 @@ def test_catalog_tables_project_the_landed_layout() -> None:
     archive_default = template()["Parameters"]["ArchiveKeyTemplate"]["Default"]
     assert archive_default == DEFAULT_ARCHIVE_KEY_TEMPLATE
     assert archive_default.startswith("{prefix}/{table}/tenant={tenantId}/dt={dataDateFrom}/")
-    bucket = global_function()["Environment"]["Variables"]["EXPORT_BUCKET"]
+    bucket = environment("DownloadFunction")["EXPORT_BUCKET"]
     for name, props in catalog_tables().items():
         table = props["TableInput"]
         assert props["DatabaseName"] == {"Ref": "CatalogDatabase"}
@@ -356,107 +402,68 @@ def test_every_grant_is_scoped() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ environment
-def _constant_names(node: ast.AST) -> set[str]:
-    return {
-        n.value
-        for n in ast.walk(node)
-        if isinstance(n, ast.Constant) and isinstance(n.value, str) and ENV_NAME.match(n.value)
-    }
-
-
-def _direct_reads(node: ast.AST) -> set[str]:
-    """Names read by ``os.environ.get("X")``, ``os.getenv("X")``, ``runtime.env("X")``, ``_int_env("X", 7)``,
-    ``os.environ["X"]``: calls whose callee mentions env, and subscripts of os.environ."""
-    found: set[str] = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.Call) and "env" in ast.unparse(n.func).lower():
-            for arg in n.args:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and ENV_NAME.match(arg.value):
-                    found.add(arg.value)
-        elif isinstance(n, ast.Subscript) and ast.unparse(n.value) == "os.environ":
-            found |= _constant_names(n.slice)
-    return found
-
-
-@cache
-def settings_names() -> frozenset[str]:
-    tree = ast.parse(SETTINGS.read_text(encoding="utf-8"))
-    from_env = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "from_env"]
-    assert len(from_env) == 1, "settings.py: Settings.from_env not found"
-    names = _constant_names(from_env[0])
-    assert names, "Settings.from_env reads no variables?"
-    return frozenset(names)
-
-
-@cache
-def lambda_helpers() -> dict[str, dict[str, frozenset[str]]]:
-    """module -> function -> variables it reads, directly or through other functions of the module or Settings."""
-    result: dict[str, dict[str, frozenset[str]]] = {}
-    for path in sorted(LAMBDA_PACKAGE.glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-        direct: dict[str, set[str]] = {}
-        calls: dict[str, set[str]] = {}
-        for name, node in defs.items():
-            direct[name] = _direct_reads(node)
-            if "Settings.from_env" in ast.unparse(node):
-                direct[name] |= settings_names()
-            calls[name] = {
-                c.func.id for c in ast.walk(node) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
-            } & set(defs)
-        closed = {name: set(reads) for name, reads in direct.items()}
-        changed = True
-        while changed:
-            changed = False
-            for name in defs:
-                for callee in calls[name]:
-                    if not closed[callee] <= closed[name]:
-                        closed[name] |= closed[callee]
-                        changed = True
-        top_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef)]
-        module_level = _direct_reads(ast.Module(body=top_level, type_ignores=[]))
-        result[path.stem] = {name: frozenset(reads) for name, reads in closed.items()}
-        result[path.stem]["<import>"] = frozenset(module_level)
-    return result
-
-
-def names_read_by(logical_id: str) -> set[str]:
+def settings_model(logical_id: str) -> Any:
+    """The settings model the function's handler reads (its module's ``SETTINGS``)."""
     path, _ = handler_file(logical_id)
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    helpers = lambda_helpers()
-    reads = _direct_reads(tree)
-    aliases: dict[str, str] = {}  # local name -> omborigrid_lambda module
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "omborigrid_lambda":
-            for alias in node.names:
-                aliases[alias.asname or alias.name] = alias.name
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("omborigrid_lambda."):
-            module = (node.module or "").split(".", 1)[1]
-            reads |= helpers.get(module, {}).get("<import>", frozenset())
-            for alias in node.names:
-                reads |= helpers.get(module, {}).get(alias.name, frozenset())
-    for module in set(aliases.values()):
-        reads |= helpers.get(module, {}).get("<import>", frozenset())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
-            reads |= helpers.get(aliases[node.value.id], {}).get(node.attr, frozenset())
-    return reads
-
-
-def test_the_environment_lists_are_not_stale() -> None:
-    readable = settings_names() | {n for f in functions() for n in names_read_by(f)}
-    assert set(NEVER_SET) | set(ONLY_ON) <= readable, "exceptions listed for variables no code reads"
+    spec = importlib.util.spec_from_file_location(f"template_check_{logical_id}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SETTINGS
 
 
 @pytest.mark.parametrize("logical_id", sorted(resources("AWS::Serverless::Function")))
-def test_every_variable_the_code_reads_is_set(logical_id: str) -> None:
-    env = environment(logical_id)
-    needed = names_read_by(logical_id) - set(NEVER_SET)
-    missing = {n for n in needed if n not in env and logical_id in ONLY_ON.get(n, {logical_id})}
-    assert missing == set(), f"{logical_id} reads {sorted(missing)} but the template does not set them"
-    for name, owners in ONLY_ON.items():
-        if logical_id in owners:
-            assert name in env, f"{logical_id} needs {name}"
+def test_each_function_environment_is_exactly_what_its_settings_read(logical_id: str) -> None:
+    model = settings_model(logical_id)
+    required = {v.name for v in model.VARIABLES if v.required}
+    optional = {v.name for v in model.VARIABLES if not v.required}
+    ours = {n for n in environment(logical_id) if not n.startswith(POWERTOOLS)}
+    assert ours == required, f"{logical_id}: set but never read {ours - required}; read but never set {required - ours}"
+    assert optional <= set(NEVER_SET), f"{logical_id}: optional variables without a reason: {optional - set(NEVER_SET)}"
+
+
+def test_every_parameter_default_passes_each_function_settings() -> None:
+    """The template's defaults are the functions' defaults: parsed as the function would, they are valid."""
+    for logical_id in functions():
+        values = {}
+        for name, value in environment(logical_id).items():
+            if isinstance(value, dict) and "Ref" in value and value["Ref"] in template()["Parameters"]:
+                values[name] = str(template()["Parameters"][value["Ref"]].get("Default", "x"))
+            elif isinstance(value, str):
+                values[name] = value
+            else:  # a resource's name or ARN: its shape is checked elsewhere
+                values[name] = {
+                    "EXPORT_STATE_MACHINE_ARN": "arn:aws:states:eu-west-1:123456789012:stateMachine:export"
+                }.get(name, "resource-name")
+        values.setdefault("OMBORIGRID_TOKEN_SECRET", "secret")
+        settings_model(logical_id).from_env(values)
+
+
+#: The only places that read the process environment: the CLI's Settings.from_env and runtime.settings().
+READS_ENVIRON = {"omborigrid_export/settings.py", "omborigrid_lambda/runtime.py"}
+
+
+def test_nothing_but_the_settings_reads_the_environment() -> None:
+    readers = set()
+    for path in [*ROOT.glob("functions/*/*.py"), *LAYER.glob("*/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in ("os.environ", "os.getenv", "os.environb"):
+                readers.add(path.relative_to(LAYER if LAYER in path.parents else ROOT).as_posix())
+    assert readers == READS_ENVIRON
+
+
+def test_the_never_set_list_is_not_stale() -> None:
+    optional = {v.name for f in functions() for v in settings_model(f).VARIABLES if not v.required}
+    assert optional == set(NEVER_SET) - {"OMBORIGRID_TOKEN"}
+
+
+def test_start_export_reports_each_failed_record_alone() -> None:
+    """StartExport returns batchItemFailures; without ReportBatchItemFailures SQS would ignore them and redeliver
+    (or delete) the whole batch."""
+    events = functions()["StartExportFunction"]["Properties"]["Events"]
+    [sqs] = [e for e in events.values() if e["Type"] == "SQS"]
+    assert sqs["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_secrets_and_local_switches_are_never_in_the_environment() -> None:
@@ -465,7 +472,7 @@ def test_secrets_and_local_switches_are_never_in_the_environment() -> None:
 
 
 def test_issue_5_settings_reach_the_functions() -> None:
-    assert global_function()["Environment"]["Variables"]["EXPORT_ARCHIVE_KEY_TEMPLATE"] == {"Ref": "ArchiveKeyTemplate"}
+    assert environment("DownloadFunction")["EXPORT_ARCHIVE_KEY_TEMPLATE"] == {"Ref": "ArchiveKeyTemplate"}
     assert environment("CreateJobFunction")["FRESHNESS_HOURS"] == {"Ref": "FreshnessHours"}
     assert template()["Parameters"]["FreshnessHours"]["Default"] == 36
 

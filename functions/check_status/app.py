@@ -1,7 +1,8 @@
 """Check Export Status: one GET of the job; the state machine decides what follows.
 
 Returns the state with ``job`` and ``poll`` refreshed; raises typed errors (ExportFailed, JobExpired,
-ExportTimedOut, JobNotFound, AuthError, ApiUnavailable, InvalidApiResponse) that the ASL catches by name.
+ExportTimedOut, JobNotFound, AuthError, ApiUnavailable, InvalidApiResponse, IntegrityError) that the ASL
+catches by name.
 """
 
 from __future__ import annotations
@@ -13,18 +14,23 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from omborigrid_export.errors import InvalidInput
+from omborigrid_export.function_settings import CheckStatusSettings
 from omborigrid_export.state import ExportState
 from omborigrid_lambda import runtime
+from omborigrid_lambda.boundary import typed_failures
 
+SETTINGS = CheckStatusSettings
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
 
 
+@typed_failures
 @logger.inject_lambda_context(correlation_id_path="job.jobId", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    settings = runtime.settings(SETTINGS)
     state = ExportState.from_event(event)
     logger.append_keys(
         tenantId=state.ref.request.tenant_id,
@@ -33,7 +39,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     if state.poll is None:
         raise InvalidInput("The state has no 'poll' object; it is added by the 'Prepare Polling' state.")
-    job, poll = runtime.exporter().check(state.ref.identity, state.poll)
+    job, poll = runtime.exporter(settings.export).check(state.ref.identity, state.poll)
     metrics.add_metric(name="StatusChecks", unit=MetricUnit.Count, value=1)
     logger.info(
         "job status", extra={"status": job.status.value, "attempt": poll.attempt, "nextWait": poll.wait_seconds}

@@ -7,7 +7,6 @@ calls it again and it resumes with Range).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +15,13 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from omborigrid_export.function_settings import DownloadSettings
 from omborigrid_export.state import ExportState
 from omborigrid_export.transfer import Checkpoint
 from omborigrid_lambda import runtime
+from omborigrid_lambda.boundary import typed_failures
 
+SETTINGS = DownloadSettings
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
@@ -28,31 +30,31 @@ tracer = Tracer()
 RESERVE_SECONDS = 60.0
 
 
-def _time_left(context: LambdaContext) -> Callable[[], float]:
-    """Seconds left for transfer work. DOWNLOAD_TIME_BUDGET_SECONDS caps it (tests, tuning)."""
+def _time_left(context: LambdaContext, budget: float | None) -> Callable[[], float]:
+    """Seconds left for transfer work; ``budget`` (DOWNLOAD_TIME_BUDGET_SECONDS) caps it (tests, tuning)."""
     started = time.monotonic()
-    budget = float(os.environ.get("DOWNLOAD_TIME_BUDGET_SECONDS") or 0)
 
     def left() -> float:
         remaining = context.get_remaining_time_in_millis() / 1000 - RESERVE_SECONDS
-        if budget > 0:
+        if budget is not None:
             remaining = min(remaining, budget - (time.monotonic() - started))
         return remaining
 
     return left
 
 
+@typed_failures
 @logger.inject_lambda_context(correlation_id_path="job.jobId", clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    settings = runtime.settings(SETTINGS)
     state = ExportState.from_event(event)
     request = state.ref.request
     logger.append_keys(
         tenantId=request.tenant_id, dataDateFrom=request.date_from.isoformat(), dataDateTo=request.date_to.isoformat()
     )
-    bucket = runtime.env("EXPORT_BUCKET")
-    ledger = runtime.ledger()
+    ledger = runtime.ledger(settings.ledger_table)
     resume = state.checkpoint
     if resume is None:
         # A retry after this function was killed (timeout, out of memory) carries no checkpoint in its input:
@@ -65,13 +67,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     def save(checkpoint: Checkpoint) -> None:
         ledger.save_checkpoint(request, state.ref.job_id, checkpoint.to_dict())
 
-    result = runtime.exporter().land(
+    result = runtime.exporter(settings.export).land(
         state.ref.identity,
-        bucket=bucket,
+        bucket=settings.bucket,
         replace=state.ref.force,
         resume=resume,
         on_checkpoint=save,
-        time_left=_time_left(context),
+        time_left=_time_left(context, settings.time_budget_seconds),
         keep_upload_on_failure=True,
         previous_manifest_key=ledger.previous_manifest_key(request) if state.ref.force else None,
     )

@@ -16,11 +16,13 @@ import pytest
 from moto import mock_aws
 
 from omborigrid_export.errors import AmbiguousCreate, ApiUnavailable, ConfigurationError, InvalidInput, RequestRejected
-from omborigrid_export.ledger import FAILED, LANDED, PENDING, QUEUED, REQUESTING, Ledger
-from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
+from omborigrid_export.executions import ExecutionStatus
+from omborigrid_export.ledger import EntryState, Ledger
+from omborigrid_export.models import ExportJob, ExportRequest, JobStatus, Split
 from omborigrid_export.scheduling import (
     MAX_REQUESTS_PER_EVENT,
     AdhocRequest,
+    Outcome,
     RequestOutcome,
     catch_up,
     dispatch_pending,
@@ -98,7 +100,7 @@ def detail(**overrides: Any) -> dict[str, Any]:
 def test_given_minimal_detail_when_parsed_then_daily_without_force() -> None:
     request = AdhocRequest.from_detail(detail())
 
-    assert request == AdhocRequest(("t1", "t2"), date(2026, 1, 1), date(2026, 1, 3), "daily", False)
+    assert request == AdhocRequest(("t1", "t2"), date(2026, 1, 1), date(2026, 1, 3), Split.DAILY, False)
 
 
 def test_given_daily_split_when_expanded_then_one_request_per_tenant_and_day_in_order() -> None:
@@ -300,7 +302,7 @@ def test_given_new_days_when_planned_and_dispatched_then_jobs_created_enqueued_a
     assert [m["jobId"] for m in queue.messages] == ["job-1", "job-2"]
     entry = ledger.get(day(1))
     assert entry is not None
-    assert (entry.state, entry.job_id, entry.enqueued) == (QUEUED, "job-1", True)
+    assert (entry.state, entry.job_id, entry.enqueued) == (EntryState.QUEUED, "job-1", True)
     assert ledger.in_flight() == 2
 
 
@@ -317,7 +319,13 @@ def test_given_a_cap_then_never_more_jobs_in_flight_and_finishing_one_frees_a_sl
     outcomes = run(ledger, api, queue, *(day(n) for n in range(1, 6)), cap=2)
     assert outcomes.count("created") == 2
     assert ledger.in_flight() == 2
-    assert [state_of(ledger, day(n)) for n in range(1, 6)] == [QUEUED, QUEUED, PENDING, PENDING, PENDING]
+    assert [state_of(ledger, day(n)) for n in range(1, 6)] == [
+        EntryState.QUEUED,
+        EntryState.QUEUED,
+        EntryState.PENDING,
+        EntryState.PENDING,
+        EntryState.PENDING,
+    ]
     # Oldest data first; finishing one lets exactly one more through.
     assert ledger.mark_landed(day(1), "job-1", "k1", "m1") is True
     assert dispatch_pending(ledger, create=api, enqueue=queue, cap=2)[0].request == day(3)
@@ -332,7 +340,7 @@ def test_given_a_duplicate_outcome_then_the_slot_is_released_once(ledger: Ledger
     assert ledger.mark_landed(day(1), "job-1", "k", "m") is False
     assert ledger.mark_failed(day(1), "job-1", "late failure event") is False
     assert ledger.in_flight() == 1
-    assert state_of(ledger, day(1)) == LANDED
+    assert state_of(ledger, day(1)) == EntryState.LANDED
 
 
 class SerializedCalls:
@@ -381,7 +389,7 @@ def test_given_create_fails_certainly_then_the_claim_and_slot_are_released(ledge
     assert run(ledger, api, queue, day(1)) == ["planned", "failed"]
     entry = ledger.get(day(1))
     assert entry is not None
-    assert entry.state == FAILED
+    assert entry.state == EntryState.FAILED
     assert "ApiUnavailable" in (entry.error or "")
     assert ledger.in_flight() == 0
     assert run(ledger, api, queue, day(1)) == ["planned", "created"]
@@ -398,7 +406,7 @@ def test_given_an_ambiguous_create_then_the_claim_is_kept_until_stale(ledger: Le
     api, queue = FakeApi(), FakeQueue()
     api.failures.append(AmbiguousCreate("read timeout"))
     assert run(ledger, api, queue, day(1)) == ["planned", "failed"]
-    assert state_of(ledger, day(1)) == REQUESTING
+    assert state_of(ledger, day(1)) == EntryState.REQUESTING
     assert ledger.in_flight() == 1  # the job may exist at the API: it keeps its slot
     assert run(ledger, api, queue, day(1)) == ["skipped"]
     days = [date(2026, 1, 1)]
@@ -408,10 +416,10 @@ def test_given_an_ambiguous_create_then_the_claim_is_kept_until_stale(ledger: Le
 
     clock.now += timedelta(minutes=5)
     heal()
-    assert state_of(ledger, day(1)) == REQUESTING
+    assert state_of(ledger, day(1)) == EntryState.REQUESTING
     clock.now += timedelta(minutes=30)
     heal()
-    assert state_of(ledger, day(1)) == PENDING
+    assert state_of(ledger, day(1)) == EntryState.PENDING
     assert ledger.in_flight() == 0
     assert [o.outcome for o in dispatch_pending(ledger, create=api, enqueue=queue, cap=5)] == ["created"]
     assert api.created == [day(1)]
@@ -457,10 +465,10 @@ def test_given_an_outage_then_catch_up_plans_missing_failed_and_lost_days_only(l
     ledger.mark_landed(day(6), "job-4", "k", "m")
     clock.now += timedelta(hours=2)
     run(ledger, api, queue, day(5))
-    statuses = {"job-2": "FAILED", "job-3": None, "job-5": "RUNNING"}
+    statuses = {"job-2": ExecutionStatus.FAILED, "job-3": None, "job-5": ExecutionStatus.RUNNING}
     asked: list[str] = []
 
-    def status(ref: JobRef) -> str | None:
+    def status(ref: JobRef) -> ExecutionStatus | None:
         asked.append(ref.job_id)
         return statuses[ref.job_id]
 
@@ -468,7 +476,7 @@ def test_given_an_outage_then_catch_up_plans_missing_failed_and_lost_days_only(l
     to_plan = catch_up(["t1"], days, ledger, execution_status=status, enqueue=queue, now=clock.now)
     assert [r.date_from.day for r in to_plan] == [1, 2, 3, 4, 7]
     assert sorted(asked) == ["job-2", "job-3"]  # day 5 is too recent to suspect
-    assert state_of(ledger, day(3)) == FAILED
+    assert state_of(ledger, day(3)) == EntryState.FAILED
     assert ledger.in_flight() == 1  # only day 5 is still in flight
 
 
@@ -482,7 +490,7 @@ def test_given_landings_then_stale_tenants_are_those_without_a_recent_one(ledger
 
 
 def test_given_outcome_when_to_dict_then_json_row() -> None:
-    row = RequestOutcome(day(1), "created", "job-1").to_dict()
+    row = RequestOutcome(day(1), Outcome.CREATED, "job-1").to_dict()
     assert row == {
         "tenantId": "t1",
         "dataDateFrom": "2026-01-01",

@@ -1,11 +1,21 @@
-"""settings.py: environment variables parsed once into a validated model."""
+"""settings.py and function_settings.py: environment variables parsed once into validated models."""
 
 from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from omborigrid_export.errors import ConfigurationError
-from omborigrid_export.layout import DEFAULT_KEY_TEMPLATE, KeyLayout
+from omborigrid_export.function_settings import (
+    CheckStatusSettings,
+    CreateJobSettings,
+    DownloadSettings,
+    FunctionEnvironment,
+    StartExportSettings,
+)
+from omborigrid_export.layout import DEFAULT_ARCHIVE_KEY_TEMPLATE, DEFAULT_KEY_TEMPLATE, KeyLayout
 from omborigrid_export.settings import (
     DEFAULT_API_URL,
     DEFAULT_ATTEMPTS,
@@ -24,7 +34,6 @@ def test_given_no_arguments_when_settings_built_then_documented_defaults() -> No
     assert settings.token is None
     assert settings.token_secret is None
     assert settings.allow_local_urls is False
-    assert settings.bucket is None
     assert settings.layout == KeyLayout(prefix="", template=DEFAULT_KEY_TEMPLATE)
     assert settings.transfer == TransferSettings()
     assert (settings.transfer.part_size, settings.transfer.concurrency, settings.transfer.max_attempts) == (
@@ -48,7 +57,6 @@ def test_given_empty_strings_when_from_env_then_treated_as_unset() -> None:
         "OMBORIGRID_TRANSFER_CONCURRENCY": "",
         "OMBORIGRID_TRANSFER_ATTEMPTS": "",
         "EXPORT_KEY_TEMPLATE": "",
-        "EXPORT_BUCKET": "",
     }
     assert Settings.from_env(env) == Settings()
 
@@ -63,7 +71,6 @@ def test_given_full_environment_when_from_env_then_every_value_read() -> None:
         "OMBORIGRID_TRANSFER_ATTEMPTS": "3",
         "EXPORT_PREFIX": "/raw/omborigrid/",
         "EXPORT_KEY_TEMPLATE": "{prefix}/{tenantId}/{dataDateFrom}/{jobId}/{filename}",
-        "EXPORT_BUCKET": "my-lake",
     }
 
     settings = Settings.from_env(env)
@@ -76,7 +83,6 @@ def test_given_full_environment_when_from_env_then_every_value_read() -> None:
     assert settings.transfer.max_attempts == 3
     assert settings.layout.prefix == "raw/omborigrid"
     assert settings.layout.template == env["EXPORT_KEY_TEMPLATE"]
-    assert settings.bucket == "my-lake"
 
 
 def test_given_token_when_repr_then_token_not_shown() -> None:
@@ -85,10 +91,8 @@ def test_given_token_when_repr_then_token_not_shown() -> None:
 
 
 def test_given_os_environ_when_from_env_without_mapping_then_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EXPORT_BUCKET", "from-os-environ")
     monkeypatch.setenv("OMBORIGRID_TRANSFER_CONCURRENCY", "2")
     settings = Settings.from_env()
-    assert settings.bucket == "from-os-environ"
     assert settings.transfer.concurrency == 2
 
 
@@ -200,3 +204,150 @@ def test_given_bad_prefix_when_from_env_then_configuration_error() -> None:
 def test_given_template_with_unknown_placeholder_when_from_env_then_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="unknown placeholders"):
         Settings.from_env({"EXPORT_KEY_TEMPLATE": "{prefix}/{tenantId}/{day}/{filename}"})
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{prefix}/{tenantId}{dataDateFrom}/{filename}",
+        "{prefix}/{tenantId}_{filename}",
+        "{prefix}/t={tenantId}-{jobId}/{filename}",
+    ],
+)
+def test_given_tenant_sharing_a_segment_with_another_placeholder_then_configuration_error(template: str) -> None:
+    """Given a template where tenant "a_b" with file "c" and tenant "a" with file "b_c" render alike."""
+    with pytest.raises(ConfigurationError, match="two tenants could land under the same key"):
+        Settings.from_env({"EXPORT_KEY_TEMPLATE": template})
+    with pytest.raises(ConfigurationError, match="EXPORT_ARCHIVE_KEY_TEMPLATE"):
+        Settings.from_env({"EXPORT_ARCHIVE_KEY_TEMPLATE": template.replace("{prefix}/", "{prefix}/{table}/")})
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{prefix}/tenant={tenantId}/dt={dataDateFrom}/{filename}", "{prefix}/{tenantId}/{dataDateFrom}_{filename}"],
+)
+def test_given_tenant_in_a_segment_of_its_own_then_accepted(template: str) -> None:
+    assert Settings.from_env({"EXPORT_KEY_TEMPLATE": template}).layout.template == template
+
+
+# --- the functions' settings ---------------------------------------------------------------------
+
+MACHINE = "arn:aws:states:eu-west-1:123456789012:stateMachine:export"
+COMMON = {
+    "OMBORIGRID_API_URL": "https://api.example.test/",
+    "OMBORIGRID_TOKEN_SECRET": "og-token",
+    "EXPORT_PREFIX": "raw",
+    "EXPORT_KEY_TEMPLATE": DEFAULT_KEY_TEMPLATE,
+    "EXPORT_ARCHIVE_KEY_TEMPLATE": DEFAULT_ARCHIVE_KEY_TEMPLATE,
+}
+CREATE_JOB = {
+    **COMMON,
+    "LEDGER_TABLE": "ledger",
+    "EXPORT_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs",
+    "EXPORT_STATE_MACHINE_ARN": MACHINE,
+    "TENANT_IDS": "t1, t2,,t1",
+    "SCHEDULE_TIMEZONE": "Europe/Stockholm",
+    "LOOKBACK_DAYS": "7",
+    "MAX_JOBS_IN_FLIGHT": "20",
+    "FRESHNESS_HOURS": "36",
+}
+DOWNLOAD = {
+    **COMMON,
+    "LEDGER_TABLE": "ledger",
+    "EXPORT_BUCKET": "lake",
+    "OMBORIGRID_PART_SIZE_MIB": "16",
+    "OMBORIGRID_TRANSFER_CONCURRENCY": "4",
+    "OMBORIGRID_TRANSFER_ATTEMPTS": "3",
+}
+MODELS: dict[type[Any], dict[str, str]] = {
+    CreateJobSettings: CREATE_JOB,
+    DownloadSettings: DOWNLOAD,
+    CheckStatusSettings: COMMON,
+    StartExportSettings: {"EXPORT_STATE_MACHINE_ARN": MACHINE},
+}
+
+
+def test_given_the_create_job_environment_then_every_value_parsed() -> None:
+    settings = CreateJobSettings.from_env(CREATE_JOB)
+
+    assert settings.policy.tenants == ("t1", "t2")
+    assert settings.policy.zone == ZoneInfo("Europe/Stockholm")
+    assert (settings.policy.lookback_days, settings.policy.max_jobs_in_flight, settings.policy.freshness_hours) == (
+        7,
+        20,
+        36,
+    )
+    assert (settings.ledger_table, settings.state_machine_arn) == ("ledger", MACHINE)
+    assert settings.queue_url == CREATE_JOB["EXPORT_QUEUE_URL"]
+    assert settings.export.api_url == "https://api.example.test"
+    assert settings.export.token_secret == "og-token"
+    assert settings.export.layout == KeyLayout(prefix="raw", template=DEFAULT_KEY_TEMPLATE)
+
+
+def test_given_the_download_environment_then_the_transfer_and_landing_values_parsed() -> None:
+    settings = DownloadSettings.from_env(DOWNLOAD)
+
+    assert settings.export.transfer == TransferSettings(part_size=16 * MIB, concurrency=4, max_attempts=3)
+    assert (settings.bucket, settings.ledger_table, settings.time_budget_seconds) == ("lake", "ledger", None)
+    assert settings.export.allow_local_urls is False
+    assert DownloadSettings.from_env({**DOWNLOAD, "DOWNLOAD_TIME_BUDGET_SECONDS": "7"}).time_budget_seconds == 7.0
+    local = DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_ALLOW_LOCAL_URLS": "1"})
+    assert local.export.allow_local_urls is True
+
+
+def test_given_an_empty_tenant_list_then_no_tenant_is_scheduled() -> None:
+    assert CreateJobSettings.from_env({**CREATE_JOB, "TENANT_IDS": ""}).policy.tenants == ()
+
+
+@pytest.mark.parametrize("model", list(MODELS), ids=lambda m: m.__name__)
+def test_given_any_required_variable_missing_then_configuration_error_naming_it(model: type[Any]) -> None:
+    required = [v.name for v in model.VARIABLES if v.required]
+    assert sorted(required) == sorted(MODELS[model]), "the test's environment is the model's required variables"
+    for name in required:
+        environ = {k: v for k, v in MODELS[model].items() if k != name}
+        with pytest.raises(ConfigurationError, match=f"missing its {name} setting"):
+            model.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("MAX_JOBS_IN_FLIGHT", "0", "MAX_JOBS_IN_FLIGHT\\) must be at least 1, not 0"),
+        ("MAX_JOBS_IN_FLIGHT", "twenty", "whole number"),
+        ("LOOKBACK_DAYS", "400", "LOOKBACK_DAYS\\) must be between 0 and 366 days, not 400"),
+        ("FRESHNESS_HOURS", "0", "FRESHNESS_HOURS\\) must be at least one hour"),
+        ("SCHEDULE_TIMEZONE", "Mars/Olympus", "not a known time zone"),
+        ("TENANT_IDS", "ok,../up", "not acceptable"),
+        ("EXPORT_STATE_MACHINE_ARN", "export", "not the ARN of a state machine"),
+        ("EXPORT_KEY_TEMPLATE", "{prefix}/{tenantId}{filename}", "two tenants"),
+        ("LEDGER_TABLE", " ", "is empty"),
+    ],
+)
+def test_given_a_bad_create_job_value_then_configuration_error_before_anything_else(
+    name: str, value: str, match: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        CreateJobSettings.from_env({**CREATE_JOB, name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("OMBORIGRID_PART_SIZE_MIB", "4", "OMBORIGRID_PART_SIZE_MIB\\) must be between 5 MiB and 5 GiB"),
+        ("OMBORIGRID_TRANSFER_CONCURRENCY", "0", "OMBORIGRID_TRANSFER_CONCURRENCY\\) must be between 1 and 64"),
+        ("OMBORIGRID_TRANSFER_ATTEMPTS", "x", "OMBORIGRID_TRANSFER_ATTEMPTS must be a whole number"),
+        ("DOWNLOAD_TIME_BUDGET_SECONDS", "0", "at least 1 second"),
+        ("EXPORT_ARCHIVE_KEY_TEMPLATE", "{prefix}/tenant={tenantId}/{filename}", "must contain \\{table\\}"),
+    ],
+)
+def test_given_a_bad_download_value_then_configuration_error_naming_the_variable(
+    name: str, value: str, match: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        DownloadSettings.from_env({**DOWNLOAD, name: value})
+
+
+def test_given_a_name_the_model_does_not_declare_then_reading_it_is_refused() -> None:
+    environment = FunctionEnvironment({"EXPORT_BUCKET": "lake"}, StartExportSettings.VARIABLES)
+    with pytest.raises(ConfigurationError, match="not a setting this function declares"):
+        environment.text("EXPORT_BUCKET")

@@ -4,6 +4,18 @@ The class name of each error is an API: Lambda reports it as ``errorType``, and 
 state machine retries and catches by that name (see ``statemachine/export.asl.json``). Rename one and
 the ASL must change with it. Messages are sentences a person can act on; they never contain a token or
 a presigned URL (at most the host of one).
+
+``retryable`` says whether the same call may succeed later. The ASL's Retry lists name exactly the retryable
+errors a task can raise (``tests/test_template.py`` checks both directions). An error's subclass is a distinct
+name to Step Functions (``ErrorEquals`` matches names, not the class tree), so a Catch names both.
+
+    OmboriGridExportError
+    ├── InvalidInput, ConfigurationError, AuthError, RequestRejected, JobNotFound, AmbiguousCreate,
+    │   InvalidApiResponse, ExportFailed, JobExpired, ExportTimedOut, UnsafeUrl, IntegrityError, LandingConflict
+    ├── ApiUnavailable, DownloadUrlExpired, TransferFailed            (retryable)
+    ├── LedgerError ── LedgerUnavailable                              (retryable)
+    ├── StepFunctionsError ── StepFunctionsUnavailable                (retryable)
+    └── UnexpectedFailure
 """
 
 from __future__ import annotations
@@ -88,3 +100,31 @@ class IntegrityError(OmboriGridExportError):
 
 class LandingConflict(OmboriGridExportError):
     """A different object already sits under the final key and replacing it was not requested."""
+
+
+class LedgerError(OmboriGridExportError):
+    """The export ledger (DynamoDB) refused a read or write for a reason a retry will not fix (access denied, no
+    such table, an invalid request)."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The export ledger was throttled, a transaction conflicted with another, or DynamoDB could not be reached,
+    after the SDK's own retries. Nothing was changed by the failed call; retrying later may succeed."""
+
+    retryable = True
+
+
+class StepFunctionsError(OmboriGridExportError):
+    """Step Functions refused to start or describe an export execution (access denied, no such state machine)."""
+
+
+class StepFunctionsUnavailable(StepFunctionsError):
+    """Step Functions was throttled or could not be reached after the SDK's own retries; retrying may succeed."""
+
+    retryable = True
+
+
+class UnexpectedFailure(OmboriGridExportError):
+    """Something failed that the code does not anticipate (a bug, or a library failure nobody translated). A
+    function raises this at its boundary instead of the original exception, whose type and scrubbed message
+    the sentence names; the function's log has the details."""

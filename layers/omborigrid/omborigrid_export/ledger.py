@@ -15,6 +15,11 @@ Lifecycle of an entry (partition ``tenantId``, sort ``dataRange`` = ``FROM/TO``)
 * Jobs in flight (REQUESTING or QUEUED) hold a slot of a counter item; taking and giving back a slot
   happen in the same DynamoDB transaction as the state change, so the count is exact and strongly
   consistent however many invocations run at once, and a duplicate event cannot release a slot twice.
+
+Every conditional write spells its condition out of named parts, and every DynamoDB call goes through one
+translation (:func:`.dynamodb.dynamodb_errors`): a failed condition means what that write says it means (not planned,
+no free slot, already finished); throttling, a conflicting transaction or an unreachable endpoint is
+:class:`LedgerUnavailable` (retryable); anything else is :class:`LedgerError`.
 """
 
 from __future__ import annotations
@@ -23,89 +28,65 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from .errors import TransferFailed
+from .dynamodb import ConditionFailed, dynamodb_errors
+from .ledger_entry import (
+    FAILED,
+    LANDED,
+    PENDING,
+    QUEUED,
+    REQUESTING,
+    EntryState,
+    LedgerEntry,
+    data_range,
+    string_attribute,
+)
 from .models import ExportRequest
-from .redact import describe_exception
+
+__all__ = [
+    "CAPACITY_KEY",
+    "FAILED",
+    "LANDED",
+    "PENDING",
+    "QUEUED",
+    "REQUESTING",
+    "STATE_INDEX",
+    "EntryState",
+    "Ledger",
+    "LedgerEntry",
+]
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 logger = logging.getLogger(__name__)
 
-PENDING = "PENDING"
-REQUESTING = "REQUESTING"
-QUEUED = "QUEUED"
-LANDED = "LANDED"
-FAILED = "FAILED"
-LIVE_STATES = frozenset({REQUESTING, QUEUED})
+
 #: The counter item shares the table; its key cannot collide with a tenant id (they never start with '#').
 CAPACITY_KEY = {"tenantId": {"S": "#capacity"}, "dataRange": {"S": "#jobs-in-flight"}}
 STATE_INDEX = "byState"
 
 
-def data_range(request: ExportRequest) -> str:
-    return f"{request.date_from.isoformat()}/{request.date_to.isoformat()}"
+# Named parts of the conditional writes (``#state`` is the attribute ``state``).
+ENTRY_IS_NEW = "attribute_not_exists(tenantId)"
+ENTRY_FAILED = "#state = :failed"
+ENTRY_LANDED = "#state = :landed"
+ENTRY_PENDING = "#state = :pending"
+ENTRY_REQUESTING = "#state = :requesting"
+ENTRY_QUEUED = "#state = :queued"
+CLAIM_HELD = "claim = :claim"
+JOB_IS_CURRENT = "jobId = :job"
+SLOT_FREE = "attribute_not_exists(inFlight) OR inFlight < :cap"
 
 
-def _s(item: dict[str, Any], name: str) -> str | None:
-    value = item.get(name, {}).get("S")
-    return str(value) if value is not None else None
+def all_of(*conditions: str) -> str:
+    return " AND ".join(f"({c})" if " OR " in c else c for c in conditions)
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    tenant_id: str
-    date_from: date
-    date_to: date
-    state: str
-    job_id: str | None
-    claim: str | None
-    updated_at: datetime
-    enqueued_at: datetime | None = None
-    landed_at: datetime | None = None
-    error: str | None = None
-    key: str | None = None
-    manifest_key: str | None = None
-    force: bool = False
-
-    @property
-    def request(self) -> ExportRequest:
-        return ExportRequest(self.tenant_id, self.date_from, self.date_to)
-
-    @property
-    def enqueued(self) -> bool:
-        return self.enqueued_at is not None
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> LedgerEntry:
-        date_from, _, date_to = item["dataRange"]["S"].partition("/")
-
-        def when(name: str) -> datetime | None:
-            value = _s(item, name)
-            return datetime.fromisoformat(value) if value else None
-
-        updated = when("updatedAt")
-        return cls(
-            tenant_id=item["tenantId"]["S"],
-            date_from=date.fromisoformat(date_from),
-            date_to=date.fromisoformat(date_to),
-            state=item["state"]["S"],
-            job_id=_s(item, "jobId"),
-            claim=_s(item, "claim"),
-            updated_at=updated or datetime.min.replace(tzinfo=UTC),
-            enqueued_at=when("enqueuedAt"),
-            landed_at=when("landedAt"),
-            error=_s(item, "error"),
-            key=_s(item, "key"),
-            manifest_key=_s(item, "manifestKey"),
-            force=bool(item.get("force", {}).get("BOOL", False)),
-        )
+def any_of(*conditions: str) -> str:
+    return " OR ".join(conditions)
 
 
 class Ledger:
@@ -127,11 +108,13 @@ class Ledger:
     def _key(self, request: ExportRequest) -> dict[str, Any]:
         return {"tenantId": {"S": request.tenant_id}, "dataRange": {"S": data_range(request)}}
 
-    def get(self, request: ExportRequest) -> LedgerEntry | None:
-        try:
+    def _item(self, request: ExportRequest) -> dict[str, Any] | None:
+        with dynamodb_errors(f"read the entry of {request.label}"):
             item = self._db.get_item(TableName=self._table, Key=self._key(request), ConsistentRead=True).get("Item")
-        except ClientError as exc:
-            raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
+        return item or None
+
+    def get(self, request: ExportRequest) -> LedgerEntry | None:
+        item = self._item(request)
         return LedgerEntry.from_item(item) if item else None
 
     def entries(self, tenant_id: str, date_from: date, date_to: date) -> list[LedgerEntry]:
@@ -139,6 +122,7 @@ class Ledger:
         return [
             LedgerEntry.from_item(item)
             for item in self._query(
+                f"list the entries of {tenant_id}",
                 KeyConditionExpression="tenantId = :t AND dataRange BETWEEN :a AND :b",
                 ExpressionAttributeValues={
                     ":t": {"S": tenant_id},
@@ -149,7 +133,7 @@ class Ledger:
             )
         ]
 
-    def in_state(self, state: str, *, limit: int | None = None) -> list[LedgerEntry]:
+    def in_state(self, state: EntryState, *, limit: int | None = None) -> list[LedgerEntry]:
         """Entries in ``state``, oldest change first (the ``byState`` index; eventually consistent).
 
         With ``limit``, reading stops once that many are found: a drain of a long backfill must not read
@@ -158,6 +142,7 @@ class Ledger:
         return [
             LedgerEntry.from_item(item)
             for item in self._query(
+                f"list the {state} entries",
                 IndexName=STATE_INDEX,
                 KeyConditionExpression="#state = :s",
                 ExpressionAttributeNames={"#state": "state"},
@@ -167,22 +152,18 @@ class Ledger:
         ]
 
     def in_flight(self) -> int:
-        try:
+        with dynamodb_errors("count the jobs in flight"):
             item = self._db.get_item(TableName=self._table, Key=CAPACITY_KEY, ConsistentRead=True).get("Item", {})
-        except ClientError as exc:
-            raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
         return int(item.get("inFlight", {}).get("N", "0"))
 
-    def _query(self, *, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    def _query(self, action: str, *, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs["TableName"] = self._table
         if limit is not None:
             kwargs["Limit"] = limit
         while limit is None or len(items) < limit:
-            try:
+            with dynamodb_errors(action):
                 page = self._db.query(**kwargs)
-            except ClientError as exc:
-                raise TransferFailed(f"Could not query the export ledger: {describe_exception(exc)}") from None
             items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
@@ -195,10 +176,9 @@ class Ledger:
         """Record the intent to export ``request`` (PENDING). Returns None when planned, or the entry that
         makes it unnecessary (live, pending or landed; landed is replanned when ``force``)."""
         now = self._now()
-        condition = "attribute_not_exists(tenantId) OR #state = :failed"
+        condition = any_of(ENTRY_IS_NEW, ENTRY_FAILED, *([ENTRY_LANDED] if force else []))
         values: dict[str, Any] = {":failed": {"S": FAILED}}
         if force:
-            condition += " OR #state = :landed"
             values[":landed"] = {"S": LANDED}
         previous = self.get(request) if force else None
         item: dict[str, Any] = {
@@ -212,20 +192,17 @@ class Ledger:
             # Remembered so the forced landing can remove the files it replaces.
             item["previousManifestKey"] = {"S": previous.manifest_key}
         try:
-            self._db.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if _conditional_failure(exc):
-                entry = self.get(request)
-                if entry is None:
-                    return self.plan(request, force=force)
-                return entry
-            raise TransferFailed(f"Could not write the export ledger: {describe_exception(exc)}") from None
+            with dynamodb_errors(f"plan {request.label}"):
+                self._db.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues=values,
+                )
+        except ConditionFailed:
+            entry = self.get(request)
+            return self.plan(request, force=force) if entry is None else entry
         return None
 
     # -- dispatching --------------------------------------------------------------------------------
@@ -235,44 +212,31 @@ class Ledger:
         entry is no longer pending (another invocation took it)."""
         claim = uuid.uuid4().hex
         now = self._now().isoformat()
+        take_slot: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": CAPACITY_KEY,
+            "UpdateExpression": "ADD inFlight :one SET updatedAt = :now",
+            "ConditionExpression": SLOT_FREE,
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":cap": {"N": str(cap)}, ":now": {"S": now}},
+        }
+        claim_entry: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": self._key(request),
+            "UpdateExpression": "SET #state = :requesting, claim = :claim, requestedAt = :now, updatedAt = :now",
+            "ConditionExpression": ENTRY_PENDING,
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {
+                ":requesting": {"S": REQUESTING},
+                ":pending": {"S": PENDING},
+                ":claim": {"S": claim},
+                ":now": {"S": now},
+            },
+        }
         try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": CAPACITY_KEY,
-                            "UpdateExpression": "ADD inFlight :one SET updatedAt = :now",
-                            "ConditionExpression": "attribute_not_exists(inFlight) OR inFlight < :cap",
-                            "ExpressionAttributeValues": {
-                                ":one": {"N": "1"},
-                                ":cap": {"N": str(cap)},
-                                ":now": {"S": now},
-                            },
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": self._key(request),
-                            "UpdateExpression": "SET #state = :requesting, claim = :claim, requestedAt = :now, "
-                            "updatedAt = :now",
-                            "ConditionExpression": "#state = :pending",
-                            "ExpressionAttributeNames": {"#state": "state"},
-                            "ExpressionAttributeValues": {
-                                ":requesting": {"S": REQUESTING},
-                                ":pending": {"S": PENDING},
-                                ":claim": {"S": claim},
-                                ":now": {"S": now},
-                            },
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                return None
-            raise TransferFailed(f"Could not write the export ledger: {describe_exception(exc)}") from None
+            with dynamodb_errors(f"claim {request.label} for a new job"):
+                self._db.transact_write_items(TransactItems=[{"Update": take_slot}, {"Update": claim_entry}])  # type: ignore[typeddict-item]
+        except ConditionFailed:
+            return None
         return claim
 
     def record_job(self, request: ExportRequest, claim: str, job_id: str) -> bool:
@@ -281,22 +245,27 @@ class Ledger:
             request,
             "SET #state = :queued, jobId = :job, updatedAt = :now REMOVE #error",
             {":queued": {"S": QUEUED}, ":job": {"S": job_id}, ":claim": {"S": claim}},
-            condition="claim = :claim",
+            condition=CLAIM_HELD,
         )
 
     def mark_enqueued(self, request: ExportRequest, job_id: str) -> bool:
         return self._update(
-            request, "SET enqueuedAt = :now, updatedAt = :now", {":job": {"S": job_id}}, condition="jobId = :job"
+            request, "SET enqueuedAt = :now, updatedAt = :now", {":job": {"S": job_id}}, condition=JOB_IS_CURRENT
         )
 
-    def release_claim(self, request: ExportRequest, claim: str, error: str) -> bool:
-        """REQUESTING → FAILED when the POST certainly created nothing; gives the slot back."""
+    def mark_create_failed(self, request: ExportRequest, claim: str, error: str) -> bool:
+        """REQUESTING → FAILED when the POST certainly created nothing, giving the slot back. A failed day is
+        planned again by the next nightly run (within the look-back window) or by a new request."""
         return self._finish(
             request,
             "SET #state = :failed, #error = :error, updatedAt = :now",
-            {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}, ":claim": {"S": claim}},
-            condition="claim = :claim AND #state = :requesting",
-            extra_values={":requesting": {"S": REQUESTING}},
+            {
+                ":failed": {"S": FAILED},
+                ":error": {"S": error[:1000]},
+                ":claim": {"S": claim},
+                ":requesting": {"S": REQUESTING},
+            },
+            condition=all_of(CLAIM_HELD, ENTRY_REQUESTING),
         )
 
     def requeue_stale(self, entry: LedgerEntry) -> bool:
@@ -309,7 +278,7 @@ class Ledger:
             entry.request,
             "SET #state = :pending, updatedAt = :now REMOVE claim",
             {":pending": {"S": PENDING}, ":claim": {"S": entry.claim}, ":requesting": {"S": REQUESTING}},
-            condition="claim = :claim AND #state = :requesting",
+            condition=all_of(CLAIM_HELD, ENTRY_REQUESTING),
         )
 
     # -- outcomes ---------------------------------------------------------------------------------
@@ -326,7 +295,7 @@ class Ledger:
                 ":manifest": {"S": manifest_key},
                 ":queued": {"S": QUEUED},
             },
-            condition="jobId = :job AND #state = :queued",
+            condition=all_of(JOB_IS_CURRENT, ENTRY_QUEUED),
             names={"#key": "key", "#transfer": "transfer"},
         )
 
@@ -335,7 +304,7 @@ class Ledger:
             request,
             "SET #state = :failed, #error = :error, updatedAt = :now",
             {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}, ":job": {"S": job_id}, ":queued": {"S": QUEUED}},
-            condition="jobId = :job AND #state = :queued",
+            condition=all_of(JOB_IS_CURRENT, ENTRY_QUEUED),
         )
 
     def save_checkpoint(self, request: ExportRequest, job_id: str, checkpoint: dict[str, Any]) -> bool:
@@ -344,30 +313,24 @@ class Ledger:
             request,
             "SET #transfer = :transfer, updatedAt = :now",
             {":transfer": {"S": json.dumps(checkpoint)}, ":job": {"S": job_id}, ":queued": {"S": QUEUED}},
-            condition="jobId = :job AND #state = :queued",
+            condition=all_of(JOB_IS_CURRENT, ENTRY_QUEUED),
             names={"#transfer": "transfer"},
         )
 
     def load_checkpoint(self, request: ExportRequest, job_id: str) -> dict[str, Any] | None:
-        try:
-            item = self._db.get_item(TableName=self._table, Key=self._key(request), ConsistentRead=True).get("Item")
-        except ClientError as exc:
-            raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
-        if not item or _s(item, "jobId") != job_id or not _s(item, "transfer"):
+        item = self._item(request)
+        if not item or string_attribute(item, "jobId") != job_id or not string_attribute(item, "transfer"):
             return None
         try:
-            loaded: dict[str, Any] = json.loads(_s(item, "transfer") or "")
+            loaded: dict[str, Any] = json.loads(string_attribute(item, "transfer") or "")
         except ValueError:
             logger.warning("the saved transfer checkpoint of %s is unreadable; starting over", request.label)
             return None
         return loaded
 
     def previous_manifest_key(self, request: ExportRequest) -> str | None:
-        try:
-            item = self._db.get_item(TableName=self._table, Key=self._key(request), ConsistentRead=True).get("Item")
-        except ClientError as exc:
-            raise TransferFailed(f"Could not read the export ledger: {describe_exception(exc)}") from None
-        return _s(item, "previousManifestKey") if item else None
+        item = self._item(request)
+        return string_attribute(item, "previousManifestKey") if item else None
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -376,23 +339,21 @@ class Ledger:
         request: ExportRequest,
         expression: str,
         values: dict[str, Any],
-        condition: str | None,
+        condition: str,
         names: dict[str, str] | None = None,
-        extra_values: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         attribute_names = {"#state": "state", "#error": "error", **(names or {})}
-        text = expression + " " + (condition or "")
+        text = expression + " " + condition
         used = {n: v for n, v in attribute_names.items() if n in text}
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "Key": self._key(request),
             "UpdateExpression": expression,
-            "ExpressionAttributeValues": {":now": {"S": self._now().isoformat()}, **values, **(extra_values or {})},
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": {":now": {"S": self._now().isoformat()}, **values},
         }
         if used:
             kwargs["ExpressionAttributeNames"] = used
-        if condition:
-            kwargs["ConditionExpression"] = condition
         return kwargs
 
     def _update(
@@ -401,18 +362,17 @@ class Ledger:
         expression: str,
         values: dict[str, Any],
         *,
-        condition: str | None,
+        condition: str,
         names: dict[str, str] | None = None,
-        extra_values: dict[str, Any] | None = None,
     ) -> bool:
-        kwargs = self._update_kwargs(request, expression, values, condition, names, extra_values)
+        """A conditional update; False when the entry changed meanwhile (the condition failed)."""
+        kwargs = self._update_kwargs(request, expression, values, condition, names)
         try:
-            self._db.update_item(**kwargs)
-        except ClientError as exc:
-            if _conditional_failure(exc):
-                logger.warning("ledger entry for %s changed meanwhile; update skipped", request.label)
-                return False
-            raise TransferFailed(f"Could not update the export ledger: {describe_exception(exc)}") from None
+            with dynamodb_errors(f"update the entry of {request.label}"):
+                self._db.update_item(**kwargs)
+        except ConditionFailed:
+            logger.warning("ledger entry for %s changed meanwhile; update skipped", request.label)
+            return False
         return True
 
     def _finish(
@@ -423,31 +383,21 @@ class Ledger:
         *,
         condition: str,
         names: dict[str, str] | None = None,
-        extra_values: dict[str, Any] | None = None,
     ) -> bool:
-        """A state change that ends a job in flight: made together with giving its slot back."""
-        update = self._update_kwargs(request, expression, values, condition, names, extra_values)
-        items: list[Any] = [
-            {"Update": update},
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": CAPACITY_KEY,
-                    # Unconditional: exactly-once comes from the entry's own condition above.
-                    "UpdateExpression": "ADD inFlight :minus",
-                    "ExpressionAttributeValues": {":minus": {"N": "-1"}},
-                }
-            },
-        ]
+        """A state change that ends a job in flight, made together with giving its slot back. False when the
+        entry was already finished (its condition failed): a duplicate outcome never frees a slot twice."""
+        update = self._update_kwargs(request, expression, values, condition, names)
+        give_slot_back: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": CAPACITY_KEY,
+            # Unconditional: exactly-once comes from the entry's own condition above.
+            "UpdateExpression": "ADD inFlight :minus",
+            "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+        }
         try:
-            self._db.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                logger.info("ledger entry for %s was already finished; nothing to do", request.label)
-                return False
-            raise TransferFailed(f"Could not update the export ledger: {describe_exception(exc)}") from None
+            with dynamodb_errors(f"finish the entry of {request.label}"):
+                self._db.transact_write_items(TransactItems=[{"Update": update}, {"Update": give_slot_back}])  # type: ignore[typeddict-item]
+        except ConditionFailed:
+            logger.info("ledger entry for %s was already finished; nothing to do", request.label)
+            return False
         return True
-
-
-def _conditional_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -30,6 +30,13 @@ class JobStatus(enum.StrEnum):
     DONE = "done"
 
 
+class Split(enum.StrEnum):
+    """How a request for a date range becomes export jobs: one per day, or one for the whole range."""
+
+    DAILY = "daily"
+    NONE = "none"
+
+
 def validate_tenant_id(value: object, *, what: str = "tenant id") -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"The {what} is missing or not a string.")
@@ -91,6 +98,9 @@ class ExportRequest:
     def split_daily(self) -> list[ExportRequest]:
         days = (self.date_to - self.date_from).days + 1
         return [ExportRequest(self.tenant_id, d, d) for d in (self.date_from + timedelta(days=i) for i in range(days))]
+
+    def split(self, how: Split) -> list[ExportRequest]:
+        return self.split_daily() if how is Split.DAILY else [self]
 
     @property
     def label(self) -> str:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -18,8 +19,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import AmbiguousCreate, ConfigurationError, InvalidInput, OmboriGridExportError
-from .ledger import FAILED, PENDING, QUEUED, REQUESTING, Ledger
-from .models import ExportJob, ExportRequest, parse_date, validate_tenant_id
+from .executions import ExecutionStatus
+from .ledger import EntryState, Ledger
+from .models import ExportJob, ExportRequest, Split, parse_date, validate_tenant_id
 from .state import JobRef
 
 logger = logging.getLogger(__name__)
@@ -36,10 +38,23 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+def check_lookback(lookback_days: int) -> int:
+    if not 0 <= lookback_days <= 366:
+        raise ConfigurationError(
+            f"The look-back window (LOOKBACK_DAYS) must be between 0 and 366 days, not {lookback_days}."
+        )
+    return lookback_days
+
+
+def check_cap(cap: int) -> int:
+    if cap < 1:
+        raise ConfigurationError(f"The cap on jobs in flight (MAX_JOBS_IN_FLIGHT) must be at least 1, not {cap}.")
+    return cap
+
+
 def nightly_days(now: datetime, tz: ZoneInfo, lookback_days: int) -> list[date]:
     """Yesterday in ``tz`` and the ``lookback_days`` before it, oldest first."""
-    if not 0 <= lookback_days <= 366:
-        raise ConfigurationError("The look-back window must be between 0 and 366 days.")
+    check_lookback(lookback_days)
     yesterday = now.astimezone(tz).date() - timedelta(days=1)
     return [yesterday - timedelta(days=n) for n in range(lookback_days, -1, -1)]
 
@@ -49,7 +64,7 @@ class AdhocRequest:
     tenants: tuple[str, ...]
     date_from: date
     date_to: date
-    split: str
+    split: Split
     force: bool
 
     @classmethod
@@ -63,9 +78,10 @@ class AdhocRequest:
         tenants = detail.get("tenantIds")
         if not isinstance(tenants, list) or not tenants:
             raise InvalidInput("The Export Requested event needs a non-empty list tenantIds.")
-        split = detail.get("split", "daily")
-        if split not in ("daily", "none"):
-            raise InvalidInput(f"split must be 'daily' or 'none', not {split!r}.")
+        try:
+            split = Split(detail.get("split", Split.DAILY))
+        except ValueError:
+            raise InvalidInput(f"split must be 'daily' or 'none', not {detail.get('split')!r}.") from None
         force = detail.get("force", False)
         if not isinstance(force, bool):
             raise InvalidInput("force must be true or false.")
@@ -79,22 +95,30 @@ class AdhocRequest:
         if request.date_from > request.date_to:
             raise InvalidInput("dataDateFrom must not be after dataDateTo.")
         days = (request.date_to - request.date_from).days + 1
-        if len(request.tenants) * (days if split == "daily" else 1) > MAX_REQUESTS_PER_EVENT:
+        if len(request.tenants) * (days if split is Split.DAILY else 1) > MAX_REQUESTS_PER_EVENT:
             raise InvalidInput(f"One event may ask for at most {MAX_REQUESTS_PER_EVENT} exports; split it up.")
         return request
 
     def expand(self) -> list[ExportRequest]:
         result: list[ExportRequest] = []
         for tenant in self.tenants:
-            whole = ExportRequest(tenant, self.date_from, self.date_to)
-            result.extend(whole.split_daily() if self.split == "daily" else [whole])
+            result.extend(ExportRequest(tenant, self.date_from, self.date_to).split(self.split))
         return result
+
+
+class Outcome(enum.StrEnum):
+    """What became of one request in a CreateJob run."""
+
+    PLANNED = "planned"
+    CREATED = "created"
+    SKIPPED = "skipped"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
 class RequestOutcome:
     request: ExportRequest
-    outcome: str  # planned | created | re-enqueued | skipped | failed
+    outcome: Outcome
     job_id: str | None = None
     detail: str | None = None
 
@@ -127,9 +151,11 @@ def plan_exports(requests: Iterable[ExportRequest], ledger: Ledger, *, force: bo
     for request in requests:
         blocking = ledger.plan(request, force=force)
         if blocking is None:
-            outcomes.append(RequestOutcome(request, "planned"))
+            outcomes.append(RequestOutcome(request, Outcome.PLANNED))
         else:
-            outcomes.append(RequestOutcome(request, "skipped", blocking.job_id, f"already {blocking.state.lower()}"))
+            outcomes.append(
+                RequestOutcome(request, Outcome.SKIPPED, blocking.job_id, f"already {blocking.state.lower()}")
+            )
     return outcomes
 
 
@@ -142,14 +168,15 @@ def dispatch_pending(
     deadline: Callable[[], bool] = lambda: False,
 ) -> list[RequestOutcome]:
     """Create jobs for PENDING entries, oldest data first, while fewer than ``cap`` are in flight."""
-    if cap < 1:
-        raise ConfigurationError("The cap on jobs in flight must be at least 1.")
+    check_cap(cap)
     outcomes: list[RequestOutcome] = []
     while not deadline():
         free = cap - ledger.in_flight()
         if free <= 0:
             break
-        candidates = sorted(ledger.in_state(PENDING, limit=free * 4), key=lambda e: (e.date_from, e.tenant_id))
+        candidates = sorted(
+            ledger.in_state(EntryState.PENDING, limit=free * 4), key=lambda e: (e.date_from, e.tenant_id)
+        )
         progressed = False
         taken = 0
         for entry in candidates:
@@ -182,21 +209,23 @@ def _create(
     except AmbiguousCreate as exc:
         # Keep the claim (and its slot): a job may exist. It goes back to PENDING once stale.
         logger.error("%s: %s", request.label, exc)
-        return RequestOutcome(request, "failed", None, f"{type(exc).__name__}: {exc}")
+        return RequestOutcome(request, Outcome.FAILED, None, f"{type(exc).__name__}: {exc}")
     except OmboriGridExportError as exc:
-        ledger.release_claim(request, claim, f"{type(exc).__name__}: {exc}")
+        ledger.mark_create_failed(request, claim, f"{type(exc).__name__}: {exc}")
         logger.error("%s: %s", request.label, exc)
-        return RequestOutcome(request, "failed", None, f"{type(exc).__name__}: {exc}")
+        return RequestOutcome(request, Outcome.FAILED, None, f"{type(exc).__name__}: {exc}")
     if not ledger.record_job(request, claim, job.id):
-        return RequestOutcome(request, "failed", job.id, "the ledger entry was taken over while the job was created")
+        return RequestOutcome(
+            request, Outcome.FAILED, job.id, "the ledger entry was taken over while the job was created"
+        )
     enqueue(queue_message(request, job.id, force))
     ledger.mark_enqueued(request, job.id)
-    return RequestOutcome(request, "created", job.id)
+    return RequestOutcome(request, Outcome.CREATED, job.id)
 
 
 #: An enqueued job whose execution cannot be found after this long was lost (e.g. its message is in the DLQ).
 LOST_AFTER = timedelta(minutes=30)
-FINISHED_BADLY = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
+FINISHED_BADLY = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.ABORTED})
 
 
 def catch_up(
@@ -204,7 +233,7 @@ def catch_up(
     days: Sequence[date],
     ledger: Ledger,
     *,
-    execution_status: Callable[[JobRef], str | None],
+    execution_status: Callable[[JobRef], ExecutionStatus | None],
     enqueue: Callable[[str], None],
     now: datetime,
 ) -> list[ExportRequest]:
@@ -216,18 +245,23 @@ def catch_up(
         known = {(e.date_from, e.date_to): e for e in ledger.entries(tenant, days[0], days[-1])}
         for day in days:
             entry = known.get((day, day))
-            if entry is None or entry.state == FAILED:
+            if entry is None or entry.state is EntryState.FAILED:
                 to_plan.append(ExportRequest(tenant, day, day))
-            elif entry.state == QUEUED and entry.job_id and not entry.enqueued:
+            elif entry.state is EntryState.QUEUED and entry.job_id and not entry.enqueued:
                 enqueue(queue_message(entry.request, entry.job_id, entry.force))
                 ledger.mark_enqueued(entry.request, entry.job_id)
-            elif entry.state == QUEUED and entry.job_id and entry.enqueued_at and now - entry.enqueued_at > LOST_AFTER:
+            elif (
+                entry.state is EntryState.QUEUED
+                and entry.job_id
+                and entry.enqueued_at
+                and now - entry.enqueued_at > LOST_AFTER
+            ):
                 status = execution_status(JobRef(entry.job_id, entry.request, entry.force))
                 if status is None or status in FINISHED_BADLY:
                     why = "its execution was not found" if status is None else f"its execution ended {status}"
                     if ledger.mark_failed(entry.request, entry.job_id, f"ExportFailed: {why}"):
                         to_plan.append(entry.request)
-            elif entry.state == REQUESTING:
+            elif entry.state is EntryState.REQUESTING:
                 ledger.requeue_stale(entry)
     return to_plan
 

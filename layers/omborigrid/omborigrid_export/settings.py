@@ -1,12 +1,14 @@
 """Settings, parsed once from the environment into a validated model.
 
-Nothing else in the package reads ``os.environ``: handlers and the CLI build a :class:`Settings` and pass
-what is needed down. Names are a contract (see README "Configuration").
+Nothing else reads ``os.environ``: the CLI builds a :class:`Settings` (whose defaults, here, are the CLI's
+and stated once) and each Lambda function its own model (:mod:`.function_settings`, whose defaults are
+template.yaml's parameters), and pass what is needed down. Names are a contract (see README "Configuration").
 """
 
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -63,6 +65,7 @@ class Settings:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     layout: KeyLayout = field(default_factory=KeyLayout)
     archive_layout: KeyLayout = field(default_factory=lambda: KeyLayout(template=DEFAULT_ARCHIVE_KEY_TEMPLATE))
+    #: Written by the CLI (from --dest), read by nothing: the bucket is passed to each landing.
     bucket: str | None = None
 
     def __post_init__(self) -> None:
@@ -79,9 +82,12 @@ class Settings:
             raise ConfigurationError(
                 "EXPORT_ARCHIVE_KEY_TEMPLATE must contain {table}: archive members land per table."
             )
+        check_tenant_segment(self.layout, "EXPORT_KEY_TEMPLATE")
+        check_tenant_segment(self.archive_layout, "EXPORT_ARCHIVE_KEY_TEMPLATE")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The CLI's settings: every variable optional, the defaults above when unset or empty."""
         env = os.environ if environ is None else environ
         transfer = TransferSettings(
             part_size=_int(env, "OMBORIGRID_PART_SIZE_MIB", DEFAULT_PART_SIZE // MIB) * MIB,
@@ -100,12 +106,29 @@ class Settings:
             api_url=(env.get("OMBORIGRID_API_URL") or DEFAULT_API_URL).rstrip("/"),
             token=env.get("OMBORIGRID_TOKEN") or None,
             token_secret=env.get("OMBORIGRID_TOKEN_SECRET") or None,
-            allow_local_urls=env.get("OMBORIGRID_ALLOW_LOCAL_URLS", "") in ("1", "true", "yes"),
+            allow_local_urls=is_on(env.get("OMBORIGRID_ALLOW_LOCAL_URLS", "")),
             transfer=transfer,
             layout=layout,
             archive_layout=archive_layout,
-            bucket=env.get("EXPORT_BUCKET") or None,
         )
+
+
+def is_on(flag: str) -> bool:
+    """Whether a switch variable is on (``1``, ``true`` or ``yes``; anything else is off)."""
+    return flag in ("1", "true", "yes")
+
+
+def check_tenant_segment(layout: KeyLayout, name: str) -> None:
+    """``{tenantId}`` must share its path segment with no other placeholder: ``tenant={tenantId}`` is fine, but
+    ``{tenantId}{dataDateFrom}`` or ``{tenantId}_{filename}`` would let two tenants render the same key."""
+    for segment in layout.template.split("/"):
+        fields = [f for _, f, _, _ in string.Formatter().parse(segment) if f is not None]
+        if "tenantId" in fields and len(fields) > 1:
+            raise ConfigurationError(
+                f"{name} {layout.template!r} puts {{tenantId}} in the segment {segment!r} together with another "
+                "placeholder, so two tenants could land under the same key; give {tenantId} a path segment of "
+                "its own (such as tenant={tenantId})."
+            )
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

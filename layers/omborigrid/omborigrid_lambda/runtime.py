@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, cast
 
 import boto3
 from botocore.config import Config
 
 from omborigrid_export.client import OmboriGridClient, TokenProvider
 from omborigrid_export.errors import ConfigurationError
+from omborigrid_export.executions import Executions
 from omborigrid_export.exporter import Exporter
 from omborigrid_export.ledger import Ledger
 from omborigrid_export.settings import Settings
@@ -21,6 +23,15 @@ if TYPE_CHECKING:
 
 #: How long a secret is cached before it is read again (Powertools Parameters max_age).
 SECRET_MAX_AGE_SECONDS = 300
+
+
+class FunctionSettings(Protocol):
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self: ...
+
+
+S = TypeVar("S", bound=FunctionSettings)
+_settings: dict[type[Any], Any] = {}
 
 
 class SecretToken:
@@ -48,16 +59,12 @@ class SecretToken:
         return token
 
 
-@cache
-def settings() -> Settings:
-    return Settings.from_env()
-
-
-def env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigurationError(f"The function is missing its {name} setting.")
-    return value
+def settings(model: type[S]) -> S:
+    """The function's settings, read from its environment on the first invocation and kept afterwards."""
+    found = _settings.get(model)
+    if found is None:
+        found = _settings[model] = model.from_env(os.environ)
+    return cast(S, found)
 
 
 def token_provider(current: Settings) -> TokenProvider | str:
@@ -69,8 +76,7 @@ def token_provider(current: Settings) -> TokenProvider | str:
 
 
 @cache
-def client() -> OmboriGridClient:
-    current = settings()
+def client(current: Settings) -> OmboriGridClient:
     return OmboriGridClient(
         current.api_url,
         token_provider(current),
@@ -93,16 +99,22 @@ def s3() -> S3Client:
 
 
 @cache
-def exporter() -> Exporter:
-    return Exporter(settings(), client(), s3())
+def exporter(current: Settings) -> Exporter:
+    return Exporter(current, client(current), s3())
 
 
 @cache
-def ledger() -> Ledger:
-    return Ledger(aws("dynamodb"), env("LEDGER_TABLE"))
+def ledger(table: str) -> Ledger:
+    return Ledger(aws("dynamodb"), table)
+
+
+@cache
+def executions(state_machine_arn: str) -> Executions:
+    return Executions(aws("stepfunctions"), state_machine_arn)
 
 
 def reset() -> None:
     """Forget cached settings and clients (tests change the environment between invocations)."""
-    for cached in (settings, client, aws, exporter, ledger):
+    _settings.clear()
+    for cached in (client, aws, exporter, ledger, executions):
         cached.cache_clear()
