@@ -231,12 +231,12 @@ def test_given_a_deadline_then_a_checkpoint_is_returned_and_the_next_call_resume
 def test_given_a_checkpoint_holding_the_last_part_then_the_tail_is_read_again_for_the_format_check(
     simulator, client, s3, bucket
 ):
-    from omborigrid_export.transfer import Checkpoint, _Upload
+    from omborigrid_export.transfer import Checkpoint, MultipartUpload
 
     simulator.configure(target_bytes=12 * MIB)
     job = done_job(simulator, client)
     data = source_bytes(simulator, job)
-    upload = _Upload.create(s3, bucket, "k/file", job, len(data), 5 * MIB)
+    upload = MultipartUpload.create(s3, bucket, "k/file", job, len(data), 5 * MIB)
     last = upload.part_count
     record = upload.upload_part(last, data[(last - 1) * 5 * MIB :], (last - 1) * 5 * MIB)
     checkpoint = Checkpoint(job.id, bucket, "k/file", upload.upload_id, len(data), 5 * MIB, {last: record.crc32})

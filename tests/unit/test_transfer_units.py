@@ -16,8 +16,8 @@ from omborigrid_export.transfer import (
     MAX_PARTS,
     TAIL_BYTES,
     Checkpoint,
+    ContentKind,
     choose_part_size,
-    detect_kind,
 )
 
 MIB = 1024 * 1024
@@ -70,7 +70,7 @@ def test_given_more_than_five_tib_when_part_size_chosen_then_integrity_error(siz
         choose_part_size(size, MIN_PART)
 
 
-# --- detect_kind --------------------------------------------------------------------------------
+# --- ContentKind.detect --------------------------------------------------------------------------------
 
 
 def zip_bytes(comment: bytes = b"") -> bytes:
@@ -82,33 +82,33 @@ def zip_bytes(comment: bytes = b"") -> bytes:
 
 
 def test_given_parquet_magic_at_both_ends_when_detected_then_parquet() -> None:
-    assert detect_kind(b"PAR1\x15\x04", b"\x00\x00PAR1") == "parquet"
+    assert ContentKind.detect(b"PAR1\x15\x04", b"\x00\x00PAR1") == "parquet"
 
 
 @pytest.mark.parametrize(("head", "tail"), [(b"PAR1xx", b"xxxx"), (b"xxxx", b"PAR1"), (b"PAR", b"PAR1"), (b"", b"")])
 def test_given_parquet_magic_at_one_end_only_when_detected_then_none(head: bytes, tail: bytes) -> None:
-    assert detect_kind(head, tail) is None
+    assert ContentKind.detect(head, tail) is None
 
 
 def test_given_real_zip_when_detected_then_zip() -> None:
     data = zip_bytes()
-    assert detect_kind(data[:4096], data[-TAIL_BYTES:]) == "zip"
+    assert ContentKind.detect(data[:4096], data[-TAIL_BYTES:]) == "zip"
 
 
 def test_given_zip_with_long_comment_when_tail_covers_it_then_zip() -> None:
     # The end-of-central-directory record sits before the comment, up to 64 KiB from the end.
     data = zip_bytes(comment=b"c" * 65_535)
-    assert detect_kind(data[:4096], data[-TAIL_BYTES:]) == "zip"
+    assert ContentKind.detect(data[:4096], data[-TAIL_BYTES:]) == "zip"
 
 
 def test_given_zip_header_without_end_record_in_tail_when_detected_then_none() -> None:
     data = zip_bytes()
     truncated = data[: data.rfind(b"PK\x05\x06")]
-    assert detect_kind(truncated[:4096], truncated[-TAIL_BYTES:]) is None
+    assert ContentKind.detect(truncated[:4096], truncated[-TAIL_BYTES:]) is None
 
 
 def test_given_end_record_without_zip_header_when_detected_then_none() -> None:
-    assert detect_kind(b"GARBAGE!", b"...PK\x05\x06" + b"\0" * 18) is None
+    assert ContentKind.detect(b"GARBAGE!", b"...PK\x05\x06" + b"\0" * 18) is None
 
 
 @pytest.mark.parametrize(
@@ -116,15 +116,15 @@ def test_given_end_record_without_zip_header_when_detected_then_none() -> None:
     [(b"<html>", b"</html>"), (b"\x1f\x8b\x08\x00", b"\0\0\0\0"), (b"PK\x05\x06", b"PK\x05\x06"), (b"par1", b"par1")],
 )
 def test_given_other_bytes_when_detected_then_none(head: bytes, tail: bytes) -> None:
-    assert detect_kind(head, tail) is None
+    assert ContentKind.detect(head, tail) is None
 
 
 def test_given_zip_named_parquet_that_even_ends_in_par1_when_detected_then_zip_by_bytes() -> None:
-    # detect_kind never sees the file name: a zip delivered as "x.parquet" (holding a parquet member, and
+    # ContentKind.detect never sees the file name: a zip delivered as "x.parquet" (holding a parquet member, and
     # here with "PAR1" as its last bytes) is still a zip, because it does not start with the parquet magic.
     data = zip_bytes(comment=b"PAR1")
     assert data.endswith(b"PAR1")
-    assert detect_kind(data[:4096], data[-TAIL_BYTES:]) == "zip"
+    assert ContentKind.detect(data[:4096], data[-TAIL_BYTES:]) == "zip"
 
 
 # --- Checkpoint ---------------------------------------------------------------------------------
