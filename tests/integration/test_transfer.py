@@ -11,6 +11,7 @@ import zlib
 from typing import Any
 
 import pytest
+import requests
 
 from omborigrid_export import checksum
 from omborigrid_export.client import OmboriGridClient
@@ -257,4 +258,30 @@ def test_given_a_checkpoint_whose_upload_is_gone_then_it_starts_over(simulator, 
     gone = Checkpoint(job.id, bucket, "k/file", "no-such-upload", job.file_size, 5 * MIB, {1: 123})
     landed = land(s3, client, job, bucket, resume=gone).landed
     assert landed.parts == 2
+    assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+
+
+class FailingFirstGets(requests.Session):
+    """A session whose first ``failures`` GETs (across every session of a transfer) die with a raw OSError,
+    as a socket reset before requests wraps it does."""
+
+    failures = 0
+
+    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if FailingFirstGets.failures > 0:
+            FailingFirstGets.failures -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return super().get(url, **kwargs)
+
+
+def test_given_a_raw_socket_error_on_the_first_request_then_the_probe_retries_it(simulator, client, s3, bucket):
+    # Before one set of transient errors, the probe retried only requests' errors: this escaped untyped.
+    job = done_job(simulator, client)
+    FailingFirstGets.failures = 2
+    slept: list[float] = []
+    transfer = Transfer(s3, FAST, allow_local_urls=True, session_factory=FailingFirstGets, sleep=slept.append)
+    outcome = transfer.land(job, lambda: client.get_job(job.id), bucket=bucket, key="k/file")
+    assert FailingFirstGets.failures == 0
+    assert slept == [1.0, 2.0]  # the starting backoff
+    assert outcome.landed.stats["requests"] >= 3
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))

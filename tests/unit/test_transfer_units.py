@@ -1,4 +1,4 @@
-"""The pure parts of transfer.py: part sizing, format detection by bytes, and the resumable checkpoint."""
+"""The pure parts of the transfer: part sizing, format detection by bytes, the resumable checkpoint, retries."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import zipfile
 from typing import Any
 
 import pytest
+import requests
+import urllib3
 
-from omborigrid_export.errors import IntegrityError, InvalidInput
+from omborigrid_export.errors import IntegrityError, InvalidInput, TransferFailed
 from omborigrid_export.transfer import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -19,6 +21,7 @@ from omborigrid_export.transfer import (
     ContentKind,
     choose_part_size,
 )
+from omborigrid_export.transfer.retry import CONTINUING, STARTING, Retry, Truncated
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -203,3 +206,69 @@ def test_given_malformed_field_when_from_dict_then_invalid_input(field: str, val
 def test_given_not_a_dict_when_from_dict_then_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="not an object"):
         Checkpoint.from_dict(["a", "list"])
+
+
+# --- Retry: one set of transient errors, one loop ------------------------------------------------
+
+
+class Flaky:
+    """Raises the given errors in turn, then returns "done"."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+def retry_with(attempts: int, slept: list[float]) -> Retry:
+    return Retry(attempts=attempts, backoff=CONTINUING, sleep=slept.append)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError("socket closed"),
+        ConnectionResetError(104, "reset by peer"),
+        requests.ConnectionError("refused"),
+        requests.exceptions.ChunkedEncodingError("broken chunk"),
+        urllib3.exceptions.ProtocolError("connection broken"),
+        urllib3.exceptions.ReadTimeoutError(None, "/download", "read timed out"),  # type: ignore[arg-type]
+        Truncated(),
+    ],
+)
+def test_given_a_transient_error_when_retried_then_the_next_attempt_runs_after_a_backoff(error: Exception) -> None:
+    # Every reader of the source (probe, peek, parts, stream, tail) retries exactly this set: before, the
+    # probe let a raw OSError through that the part reader retried.
+    slept: list[float] = []
+    flaky = Flaky(error, error)
+    assert retry_with(5, slept).call(flaky, what=lambda: "Reading") == "done"
+    assert flaky.calls == 3
+    assert slept == [0.4, 0.8]
+
+
+@pytest.mark.parametrize("error", [IntegrityError("size lies"), ValueError("bug"), KeyError("x")])
+def test_given_a_non_transient_error_when_retried_then_it_is_raised_at_once(error: Exception) -> None:
+    slept: list[float] = []
+    flaky = Flaky(error)
+    with pytest.raises(type(error)):
+        retry_with(5, slept).call(flaky, what=lambda: "Reading")
+    assert (flaky.calls, slept) == (1, [])
+
+
+def test_given_only_failures_when_attempts_run_out_then_transfer_failed_names_what_and_how_often() -> None:
+    slept: list[float] = []
+    flaky = Flaky(*[Truncated()] * 10)
+    with pytest.raises(TransferFailed, match=r"^Part 7 from host failed 4 times \(Truncated: the response ended"):
+        retry_with(4, slept).call(flaky, what=lambda: "Part 7 from host")
+    assert flaky.calls == 4
+    assert slept == [0.4, 0.8, 1.6]
+
+
+def test_backoffs_double_and_are_capped() -> None:
+    assert [STARTING.delay(n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert [CONTINUING.delay(n) for n in range(1, 7)] == [0.4, 0.8, 1.6, 3.2, 5.0, 5.0]

@@ -21,7 +21,7 @@ import requests
 from .. import checksum
 from ..errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError, TransferFailed
 from ..models import ExportJob, JobStatus
-from ..redact import describe_exception, host_of
+from ..redact import host_of
 from ..settings import TransferSettings
 from ..urlsafety import Resolver, system_resolver
 from .checkpoint import Checkpoint
@@ -31,7 +31,8 @@ from .limits import CHECKPOINT_EVERY_SECONDS, choose_part_size
 from .multipart import MultipartUpload, UploadGone, find_existing, verify_recorded
 from .ranged import RangedCopy
 from .results import Continued, Landed, LandedObject, TransferOutcome
-from .source import DownloadSource, JobRefresher, RangeIgnored, TransferStats, UrlExpired
+from .retry import CONTINUING, STARTING, Backoff, Retry, Truncated
+from .source import DownloadSource, JobRefresher, RangeIgnored, TransferStats
 from .streamed import StreamedCopy
 
 if TYPE_CHECKING:
@@ -156,28 +157,29 @@ class Transfer:
         if job.status is not JobStatus.DONE or job.download_url is None:
             raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
         source = self._source(job, refresh_job)
+
+        def read_head() -> bytes:
+            try:
+                response = source.open(0, length - 1)
+            except RangeIgnored as ignored:
+                response = ignored.response
+            with response:
+                data = b""
+                for chunk in response.iter_content(length):
+                    data += chunk
+                    if len(data) >= length:
+                        break
+                return data[:length]
+
         try:
-            for attempt in range(self._settings.max_attempts):
-                try:
-                    try:
-                        response, _ = source.open(0, length - 1)
-                    except RangeIgnored as ignored:
-                        response = ignored.response
-                    with response:
-                        data = b""
-                        for chunk in response.iter_content(length):
-                            data += chunk
-                            if len(data) >= length:
-                                break
-                        return data[:length]
-                except UrlExpired:
-                    source.refresh(source.generation)
-                except (requests.RequestException, OSError) as exc:
-                    logger.info("peek at %s failed (%s); retrying", source.host, describe_exception(exc))
-                    self._sleep(min(2.0**attempt, 10.0))
-            raise TransferFailed(f"Could not read the start of the download from {source.host}.")
+            return self._retry(STARTING).call(
+                read_head, what=lambda: f"Reading the start of the download from {source.host}"
+            )
         finally:
             source.close()
+
+    def _retry(self, backoff: Backoff) -> Retry:
+        return Retry(attempts=self._settings.max_attempts, backoff=backoff, sleep=self._sleep)
 
     def _source(self, job: ExportJob, refresh_job: JobRefresher) -> DownloadSource:
         return DownloadSource(
@@ -261,51 +263,45 @@ class Transfer:
         start, end = upload.first_missing_range()
         if start is None:
             return True, None
-        for attempt in range(self._settings.max_attempts):
+
+        def open_first() -> tuple[bool, requests.Response]:
             try:
-                response, _gen = source.open(start, end)
-            except UrlExpired:
-                source.refresh(source.generation)
-                continue
+                response = source.open(start, end)
             except RangeIgnored as ignored:
                 if upload.parts:
                     # Parts from an earlier invocation cannot be trusted to line up with a stream: start over.
                     logger.warning("the source stopped honouring Range; restarting the upload from byte 0")
                     upload.reset()
                 return False, ignored.response
-            except requests.RequestException as exc:
-                logger.warning("probe of %s failed (%s); retrying", source.host, describe_exception(exc))
-                self._sleep(min(2.0**attempt, 10.0))
-                continue
             try:
                 source.check_content_range(response, start, end)
             except BaseException:
                 response.close()
                 raise
             return True, response
-        raise TransferFailed(
-            f"Could not start the download from {source.host} after {self._settings.max_attempts} attempts."
+
+        ranged, response = self._retry(STARTING).call(
+            open_first, what=lambda: f"Starting the download from {source.host}"
         )
+        return ranged, response
 
     def _read_range(self, source: DownloadSource, start: int, end: int) -> bytes:
-        for attempt in range(self._settings.max_attempts):
-            generation = source.generation
+        """Bytes start..end (inclusive) of the file, with a ranged GET."""
+
+        def read() -> bytes:
             try:
-                response, _ = source.open(start, end)
-                with response:
-                    source.check_content_range(response, start, end)
-                    data = response.content
-                if len(data) == end - start + 1:
-                    return data
-            except UrlExpired:
-                source.refresh(generation)
+                response = source.open(start, end)
             except RangeIgnored as ignored:
                 ignored.response.close()
                 raise TransferFailed(f"The download on {source.host} stopped honouring Range.") from None
-            except (requests.RequestException, OSError) as exc:
-                logger.info("reading bytes %d-%d failed (%s); retrying", start, end, describe_exception(exc))
-            self._sleep(min(0.2 * 2**attempt, 5.0))
-        raise TransferFailed(f"Could not read bytes {start}-{end} from {source.host}.")
+            with response:
+                source.check_content_range(response, start, end)
+                data = response.content
+            if len(data) != end - start + 1:
+                raise Truncated()
+            return data
+
+        return self._retry(CONTINUING).call(read, what=lambda: f"Reading bytes {start}-{end} from {source.host}")
 
     def _complete(self, landing: _Landing, upload: MultipartUpload, *, ranged: bool) -> LandedObject:
         job, source = landing.job, landing.source

@@ -14,15 +14,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import requests
-import urllib3
 
 from ..errors import IntegrityError, TransferFailed
-from ..redact import describe_exception
 from .buffers import PartBuffer
 from .context import CopyContext
 from .limits import CHUNK, DEADLINE_MARGIN_SECONDS
 from .multipart import MultipartUpload, PartRecord
-from .source import DownloadSource, RangeIgnored, Truncated, UrlExpired
+from .retry import CONTINUING, Retry, Truncated
+from .source import DownloadSource, RangeIgnored
 
 logger = logging.getLogger(__name__)
 
@@ -153,37 +152,34 @@ class _PartReader:
         self._length = self._end - self._start + 1
         #: Bytes of the part received so far (a resume asks for the rest).
         self._got = 0
+        self._opened: requests.Response | None = None
 
     def read(self, opened: requests.Response | None) -> None:
-        source = self._source
-        failures = 0
-        while self._got < self._length:
-            generation = source.generation
-            try:
-                if opened is not None:
-                    response, opened = opened, None
-                else:
-                    response, generation = source.open(self._start + self._got, self._end)
-                self._read_response(response)
-            except UrlExpired:
-                source.refresh(generation)
-            except RangeIgnored as ignored:
-                ignored.response.close()
-                raise TransferFailed(
-                    f"The download on {source.host} stopped honouring Range mid-transfer; it will be retried."
-                ) from None
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, Truncated) as exc:
-                failures += 1
-                if failures >= self._context.settings.max_attempts:
-                    raise TransferFailed(
-                        f"Part {self._number} from {source.host} failed {failures} times ({describe_exception(exc)})."
-                    ) from None
-                logger.info("part %d: %s after %d bytes; resuming", self._number, describe_exception(exc), self._got)
-                self._context.sleep(min(0.2 * 2**failures, 5.0))
+        """Read the whole part; ``opened`` is a response for it already open (the probe's), or None."""
+        self._opened = opened
+        retry = Retry(attempts=self._context.settings.max_attempts, backoff=CONTINUING, sleep=self._context.sleep)
+        retry.call(self._attempt, what=lambda: f"Part {self._number} from {self._source.host}")
 
-    def _read_response(self, response: requests.Response) -> None:
+    def _attempt(self) -> None:
+        response, self._opened = self._opened, None
+        if response is None:
+            response = self._open_rest()
+        self._read_response(response)
+
+    def _open_rest(self) -> requests.Response:
+        """Open the bytes of the part not received yet."""
+        try:
+            response = self._source.open(self._start + self._got, self._end)
+        except RangeIgnored as ignored:
+            ignored.response.close()
+            raise TransferFailed(
+                f"The download on {self._source.host} stopped honouring Range mid-transfer; it will be retried."
+            ) from None
         if self._got:
             self._source.stats.add("resumes")
+        return response
+
+    def _read_response(self, response: requests.Response) -> None:
         with response:
             self._source.check_content_range(response, self._start + self._got, self._end)
             while self._got < self._length:

@@ -53,17 +53,6 @@ class RangeIgnored(Exception):
         self.response = response
 
 
-class Truncated(Exception):
-    """A response ended before the bytes it announced arrived."""
-
-    def __str__(self) -> str:
-        return "the response ended before the whole file arrived"
-
-
-class UrlExpired(Exception):
-    """The download URL was refused (403): a fresh one is needed."""
-
-
 class DownloadSource:
     """Opens byte ranges of one job's file."""
 
@@ -102,11 +91,6 @@ class DownloadSource:
     def size(self) -> int:
         return self.job.file_size or 0
 
-    @property
-    def generation(self) -> int:
-        with self._lock:
-            return self._generation
-
     def close(self) -> None:
         for session in self._sessions:
             session.close()
@@ -120,7 +104,7 @@ class DownloadSource:
                 self._sessions.append(session)
         return session
 
-    def refresh(self, seen_generation: int) -> None:
+    def _refresh(self, seen_generation: int) -> None:
         """Get a fresh URL unless another thread already did since ``seen_generation``."""
         with self._lock:
             if self._generation != seen_generation:
@@ -143,20 +127,23 @@ class DownloadSource:
             self.stats.add("url_refreshes")
             logger.info("refreshed the download URL for job %s (host %s)", job.id, self.host)
 
-    def open(self, start: int, end: int | None) -> tuple[requests.Response, int]:
-        """GET bytes start..end (inclusive; None = to the end). Returns the response and the URL generation.
+    def open(self, start: int, end: int | None) -> requests.Response:
+        """GET bytes start..end (inclusive; None = to the end).
 
-        Raises UrlExpired on 403, RangeIgnored when a range was asked but 200 came back.
+        A 403 (the presigned URL expired) is answered by getting a fresh URL and asking again, at most
+        ``max_url_refreshes`` times per transfer. Raises RangeIgnored when a range was asked but 200 came back.
         """
-        with self._lock:
-            url, generation = self._url, self._generation
         headers = {"Accept-Encoding": "identity"}
         if start > 0 or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        response = self._follow(url, headers)
-        if response.status_code == 403:
+        while True:
+            with self._lock:
+                url, generation = self._url, self._generation
+            response = self._follow(url, headers)
+            if response.status_code != 403:
+                break
             response.close()
-            raise UrlExpired()
+            self._refresh(generation)
         if "Range" in headers and response.status_code == 200:
             raise RangeIgnored(response)
         expected = 206 if "Range" in headers else 200
@@ -164,7 +151,7 @@ class DownloadSource:
             status = response.status_code
             response.close()
             raise TransferFailed(f"The download on {self.host} answered HTTP {status} where {expected} was expected.")
-        return response, generation
+        return response
 
     def _follow(self, url: str, headers: dict[str, str]) -> requests.Response:
         """GET ``url``, following at most MAX_REDIRECTS redirects, each target checked before connecting."""

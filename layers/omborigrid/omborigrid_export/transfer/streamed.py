@@ -13,13 +13,13 @@ from types import TracebackType
 
 import requests
 
-from ..errors import IntegrityError, TransferFailed
-from ..redact import describe_exception
+from ..errors import IntegrityError
 from .buffers import ChunkBuffer
 from .context import CopyContext
 from .limits import CHUNK
 from .multipart import MultipartUpload, PartRecord
-from .source import DownloadSource, RangeIgnored, Truncated, UrlExpired
+from .retry import CONTINUING, Retry, Truncated
+from .source import DownloadSource, RangeIgnored
 
 logger = logging.getLogger(__name__)
 
@@ -102,37 +102,23 @@ class StreamedCopy:
         self._first = first
 
     def run(self) -> None:
-        source, upload = self._source, self._upload
         uploads = max(1, min(self._context.settings.concurrency, 2))
-        response, self._first = self._first, None
-        failures = 0
-        with StreamedParts(upload, uploads=uploads) as parts:
-            while True:
-                try:
-                    self._copy(parts, response)
-                    break
-                except (requests.RequestException, OSError, Truncated) as exc:
-                    response = None
-                    failures += 1
-                    if failures >= self._context.settings.max_attempts:
-                        raise TransferFailed(
-                            f"The download from {source.host} kept failing ({describe_exception(exc)}) after "
-                            f"{parts.received} of {upload.size} bytes."
-                        ) from None
-                    # Whole parts already went to S3 and the partial one stays in the buffer, so the resume
-                    # continues exactly at the byte received.
-                    logger.info(
-                        "stream from %s broke after %d bytes (%s); resuming",
-                        source.host,
-                        parts.received,
-                        describe_exception(exc),
-                    )
-                    self._context.sleep(min(0.2 * 2**failures, 5.0))
+        retry = Retry(attempts=self._context.settings.max_attempts, backoff=CONTINUING, sleep=self._context.sleep)
+        with StreamedParts(self._upload, uploads=uploads) as parts:
+            # Whole parts already went to S3 and the partial one stays in the buffer, so a resume continues
+            # exactly at the byte received.
+            retry.call(
+                lambda: self._copy(parts),
+                what=lambda: (
+                    f"The download from {self._source.host} (after {parts.received} of {self._upload.size} bytes)"
+                ),
+            )
             parts.finish()
 
-    def _copy(self, parts: StreamedParts, response: requests.Response | None) -> None:
+    def _copy(self, parts: StreamedParts) -> None:
         """One attempt: (re)open the stream where it broke and read it to the end."""
         source, size = self._source, self._upload.size
+        response, self._first = self._first, None
         if response is None:
             response, restarted = self._open(parts.received)
             if restarted:
@@ -156,24 +142,18 @@ class StreamedCopy:
     def _open(self, received: int) -> tuple[requests.Response, bool]:
         """Open the stream at ``received``. Returns (response, restarted-from-zero)."""
         source = self._source
-        while True:
-            generation = source.generation
-            try:
-                if received == 0:
-                    response, _ = source.open(0, None)
-                    return response, False
-                response, _ = source.open(received, None)
-            except RangeIgnored as ignored:
-                source.stats.add("restarts")
-                logger.info("the source ignored Range on resume; restarting from byte 0")
-                return ignored.response, True
-            except UrlExpired:
-                source.refresh(generation)
-                continue
-            try:
-                source.check_content_range(response, received, source.size - 1)
-            except BaseException:
-                response.close()
-                raise
-            source.stats.add("resumes")
-            return response, False
+        if received == 0:
+            return source.open(0, None), False
+        try:
+            response = source.open(received, None)
+        except RangeIgnored as ignored:
+            source.stats.add("restarts")
+            logger.info("the source ignored Range on resume; restarting from byte 0")
+            return ignored.response, True
+        try:
+            source.check_content_range(response, received, source.size - 1)
+        except BaseException:
+            response.close()
+            raise
+        source.stats.add("resumes")
+        return response, False
