@@ -10,12 +10,15 @@ import time
 import zlib
 from typing import Any
 
+import boto3
 import pytest
 import requests
+from botocore.config import Config
 
 from omborigrid_export import checksum
 from omborigrid_export.client import OmboriGridClient
 from omborigrid_export.errors import (
+    ConfigurationError,
     DownloadUrlExpired,
     IntegrityError,
     LandingConflict,
@@ -25,7 +28,7 @@ from omborigrid_export.errors import (
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
 from omborigrid_export.settings import MIB, TransferSettings
 from omborigrid_export.transfer import Transfer
-from tests.conftest import TENANT, object_keys, open_uploads
+from tests.conftest import TENANT, free_port, object_keys, open_uploads
 
 FAST = TransferSettings(part_size=5 * MIB, concurrency=3, max_attempts=4)
 
@@ -285,3 +288,25 @@ def test_given_a_raw_socket_error_on_the_first_request_then_the_probe_retries_it
     assert slept == [1.0, 2.0]  # the starting backoff
     assert outcome.landed.stats["requests"] >= 3
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
+
+
+def test_given_an_unreachable_s3_endpoint_then_configuration_error_before_any_download(simulator, client):
+    job = done_job(simulator, client)
+    downloads = simulator.stats().by_route.get("GET /download", 0)
+    nowhere = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region_name="eu-west-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    with pytest.raises(ConfigurationError, match=r"Could not connect to S3 for the check of s3://lake/k/file"):
+        land(nowhere, client, job, "lake")
+    assert simulator.stats().by_route.get("GET /download", 0) == downloads
+
+
+def test_given_a_bucket_that_does_not_exist_then_configuration_error_and_nothing_downloaded(simulator, client, s3):
+    job = done_job(simulator, client)
+    downloads = simulator.stats().by_route.get("GET /download", 0)
+    with pytest.raises(ConfigurationError, match="NoSuchBucket"):
+        land(s3, client, job, "no-such-bucket-here")
+    assert simulator.stats().by_route.get("GET /download", 0) == downloads

@@ -9,18 +9,18 @@ compared once more with what was sent.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import checksum
-from ..errors import IntegrityError, LandingConflict, TransferFailed
+from ..errors import IntegrityError, LandingConflict
 from ..models import ExportJob
 from ..redact import describe_exception
+from ..s3errors import error_code, is_not_found, map_s3_errors
 from .buffers import PartBody, PartBuffer
 from .checkpoint import Checkpoint
 from .content import HEAD_BYTES, TAIL_BYTES
@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 logger = logging.getLogger(__name__)
+
+
+#: A conditional completion lost to another writer.
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+#: S3 refused the bytes or the parts themselves: retrying the same upload cannot help.
+_REFUSED_CONTENT_CODES = frozenset({"BadDigest", "InvalidPart", "InvalidRequest"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +59,13 @@ def find_existing(
     Verified means: ``size`` bytes with a recorded full-object CRC32 (equal to ``crc32`` when given).
     Raises :class:`LandingConflict` when a different object sits there.
     """
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise TransferFailed(f"Could not check s3://{bucket}/{key}: {describe_exception(exc)}") from None
+    with map_s3_errors(f"the check of s3://{bucket}/{key}"):
+        try:
+            head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
     recorded = head.get("ChecksumCRC32")
     if head["ContentLength"] != size or not recorded or (crc32 is not None and recorded != crc32):
         job_id = head.get("Metadata", {}).get("omborigrid-job-id", "unknown")
@@ -71,7 +78,8 @@ def find_existing(
 
 def verify_recorded(s3: S3Client, bucket: str, key: str, *, size: int, crc32: str) -> None:
     """S3 recorded ``size`` bytes with full-object CRC32 ``crc32`` (base64) under ``key``, as was sent."""
-    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    with map_s3_errors(f"the check of what S3 recorded for s3://{bucket}/{key}"):
+        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     recorded = head.get("ChecksumCRC32")
     if head["ContentLength"] != size or recorded != crc32:
         raise IntegrityError(
@@ -107,7 +115,7 @@ class MultipartUpload:
 
     @classmethod
     def create(cls, s3: S3Client, bucket: str, key: str, job: ExportJob, size: int, part_size: int) -> MultipartUpload:
-        try:
+        with map_s3_errors(f"the start of an upload to s3://{bucket}/{key}"):
             response = s3.create_multipart_upload(
                 Bucket=bucket,
                 Key=key,
@@ -122,10 +130,6 @@ class MultipartUpload:
                     "omborigrid-source-filename": job.filename,
                 },
             )
-        except ClientError as exc:
-            raise TransferFailed(
-                f"Could not start an upload to s3://{bucket}/{key}: {describe_exception(exc)}"
-            ) from None
         return cls(s3, bucket, key, response["UploadId"], job.id, size, part_size)
 
     @classmethod
@@ -161,15 +165,15 @@ class MultipartUpload:
         parts: dict[int, Any] = {}
         marker = 0
         while True:
-            try:
-                response = self._s3.list_parts(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumberMarker=marker
-                )
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code == "NoSuchUpload":
-                    raise UploadGone() from None
-                raise TransferFailed(f"Could not list the parts of the upload: {describe_exception(exc)}") from None
+            with map_s3_errors(f"the listing of the parts uploaded to s3://{self.bucket}/{self.key}"):
+                try:
+                    response = self._s3.list_parts(
+                        Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumberMarker=marker
+                    )
+                except ClientError as exc:
+                    if error_code(exc) == "NoSuchUpload":
+                        raise UploadGone() from None
+                    raise
             for part in response.get("Parts", []):
                 parts[part["PartNumber"]] = part
             if not response.get("IsTruncated"):
@@ -220,8 +224,7 @@ class MultipartUpload:
             raise IntegrityError("An empty part cannot be uploaded.")
         self._capture_edges(data, start)
         crc = checksum.crc32_of(data)
-        body = PartBody(data)
-        try:
+        with PartBody(data) as body, map_s3_errors(f"the upload of part {number} to s3://{self.bucket}/{self.key}"):
             response = self._s3.upload_part(
                 Bucket=self.bucket,
                 Key=self.key,
@@ -230,10 +233,6 @@ class MultipartUpload:
                 Body=cast("IO[bytes]", body),
                 ChecksumCRC32=checksum.to_base64(crc),
             )
-        except ClientError as exc:
-            raise TransferFailed(f"Uploading part {number} to S3 failed: {describe_exception(exc)}") from None
-        finally:
-            body.close()
         return PartRecord(number, len(data), crc, response["ETag"])
 
     @property
@@ -304,23 +303,32 @@ class MultipartUpload:
         }
         if not replace:
             kwargs["IfNoneMatch"] = "*"
-        try:
-            return dict(self._s3.complete_multipart_upload(**kwargs))
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                self.abort()
-                raise LandingConflict(f"s3://{self.bucket}/{self.key} was landed by another run meanwhile.") from None
-            if code in ("BadDigest", "InvalidPart", "InvalidRequest"):
-                self.abort()
-                raise IntegrityError(
-                    f"S3 refused to complete s3://{self.bucket}/{self.key}: {describe_exception(exc)}"
-                ) from None
-            raise TransferFailed(f"Completing the upload to S3 failed: {describe_exception(exc)}") from None
+        with map_s3_errors(f"the completion of the upload to s3://{self.bucket}/{self.key}"):
+            try:
+                return dict(self._s3.complete_multipart_upload(**kwargs))
+            except ClientError as exc:
+                code = error_code(exc)
+                if code in _CONFLICT_CODES:
+                    self.abort()
+                    raise LandingConflict(
+                        f"s3://{self.bucket}/{self.key} was landed by another run meanwhile."
+                    ) from None
+                if code in _REFUSED_CONTENT_CODES:
+                    self.abort()
+                    raise IntegrityError(
+                        f"S3 refused to complete s3://{self.bucket}/{self.key}: {describe_exception(exc)}"
+                    ) from None
+                raise
 
     def abort(self) -> None:
         if self._aborted:
             return
         self._aborted = True
-        with contextlib.suppress(ClientError):
+        try:
             self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            # Best effort, usually while another error is on its way up: the bucket's lifecycle rule removes
+            # abandoned uploads.
+            logger.warning(
+                "could not abort the upload to s3://%s/%s: %s", self.bucket, self.key, describe_exception(exc)
+            )
