@@ -14,6 +14,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from omborigrid_export import checksum
 from omborigrid_export.client import OmboriGridClient
@@ -310,3 +311,69 @@ def test_given_a_bucket_that_does_not_exist_then_configuration_error_and_nothing
     with pytest.raises(ConfigurationError, match="NoSuchBucket"):
         land(s3, client, job, "no-such-bucket-here")
     assert simulator.stats().by_route.get("GET /download", 0) == downloads
+
+
+def lie_about_recorded_checksums(s3: Any) -> list[str]:
+    """Make S3 report a CRC32 other than the one it stored, on every HeadObject that reports one (as an S3
+    that accepts a completion whose checksum does not match would). Returns the CRCs it replaced."""
+    replaced: list[str] = []
+
+    def lie(parsed: dict[str, Any], **_: Any) -> None:
+        if "ChecksumCRC32" in parsed:
+            replaced.append(parsed["ChecksumCRC32"])
+            parsed["ChecksumCRC32"] = checksum.to_base64(0xDEADBEEF)
+
+    s3.meta.events.register("after-call.s3.HeadObject", lie)
+    return replaced
+
+
+def all_versions(s3: Any, bucket: str) -> list[tuple[str, str]]:
+    listed = s3.list_object_versions(Bucket=bucket)
+    return sorted(
+        [("version", v["Key"]) for v in listed.get("Versions", [])]
+        + [("delete marker", m["Key"]) for m in listed.get("DeleteMarkers", [])]
+    )
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_given_s3_records_another_checksum_than_sent_then_the_new_object_is_removed(
+    simulator, client, s3, bucket, versioned
+):
+    if versioned:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    job = done_job(simulator, client)
+    replaced = lie_about_recorded_checksums(s3)
+    with pytest.raises(IntegrityError, match="were sent; the object was removed") as caught:
+        land(s3, client, job, bucket)
+    assert checksum.to_base64(zlib.crc32(source_bytes(simulator, job))) in str(caught.value)
+    assert replaced, "the check never saw the object"
+    assert_nothing_landed(s3, bucket)
+    # Removed by its version where the bucket keeps versions: no bad version, not even a delete marker.
+    assert all_versions(s3, bucket) == []
+
+
+def test_given_a_replacement_that_fails_its_check_then_the_replaced_object_is_back(simulator, client, s3, bucket):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="k/file", Body=b"older export")
+    job = done_job(simulator, client)
+    lie_about_recorded_checksums(s3)
+    with pytest.raises(IntegrityError, match="the object was removed"):
+        land(s3, client, job, bucket, replace=True)
+    assert s3.get_object(Bucket=bucket, Key="k/file")["Body"].read() == b"older export"
+    assert all_versions(s3, bucket) == [("version", "k/file")]
+    assert open_uploads(s3, bucket) == []
+
+
+def test_given_the_removal_after_a_failed_check_fails_too_then_the_error_says_so(simulator, client, s3, bucket):
+    job = done_job(simulator, client)
+    lie_about_recorded_checksums(s3)
+
+    def refuse_delete(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "DeleteObject")
+
+    s3.meta.events.register("before-call.s3.DeleteObject", refuse_delete)
+    with pytest.raises(
+        IntegrityError, match=r"Removing it failed too \(S3 refused the removal of s3://.*delete it by hand"
+    ):
+        land(s3, client, job, bucket)
+    assert object_keys(s3, bucket) == ["k/file"]  # left, and said so

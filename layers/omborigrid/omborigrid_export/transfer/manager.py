@@ -328,7 +328,10 @@ class Transfer:
             if existing is None:
                 raise
             return existing
-        verify_recorded(self._s3, upload.bucket, upload.key, size=upload.size, crc32=checksum.to_base64(crc))
+        version_id = result.get("VersionId")
+        verify_recorded(
+            self._s3, upload.bucket, upload.key, size=upload.size, crc32=checksum.to_base64(crc), version_id=version_id
+        )
         source.stats.add("parts_uploaded", len(upload.parts))
         landed = LandedObject(
             bucket=upload.bucket,
@@ -341,7 +344,7 @@ class Transfer:
             source_host=source.host,
             ranged=ranged,
             parts=len(upload.parts),
-            version_id=result.get("VersionId"),
+            version_id=version_id,
             started_at=landing.started_at,
             finished_at=datetime.now(UTC),
             stats=dict(source.stats.values),

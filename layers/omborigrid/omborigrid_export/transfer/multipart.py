@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import checksum
-from ..errors import IntegrityError, LandingConflict
+from ..errors import IntegrityError, LandingConflict, OmboriGridExportError
 from ..models import ExportJob
 from ..redact import describe_exception
 from ..s3errors import error_code, is_not_found, map_s3_errors
@@ -76,16 +76,34 @@ def find_existing(
     return head
 
 
-def verify_recorded(s3: S3Client, bucket: str, key: str, *, size: int, crc32: str) -> None:
-    """S3 recorded ``size`` bytes with full-object CRC32 ``crc32`` (base64) under ``key``, as was sent."""
-    with map_s3_errors(f"the check of what S3 recorded for s3://{bucket}/{key}"):
-        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+def verify_recorded(s3: S3Client, bucket: str, key: str, *, size: int, crc32: str, version_id: str | None) -> None:
+    """S3 recorded ``size`` bytes with full-object CRC32 ``crc32`` (base64) for the object just completed.
+
+    When it did not, that object is deleted before :class:`IntegrityError` is raised, so a failed check leaves
+    nothing under the key. It is ours to delete: it was created with ``If-None-Match: *``, or, for a
+    replacement, is the version the completion returned (deleting it brings the replaced one back where the
+    bucket keeps versions).
+    """
+    where = f"s3://{bucket}/{key}"
+    # "null" is the version of an object in a bucket that does not keep versions (some S3s return it).
+    version: dict[str, Any] = {"VersionId": version_id} if version_id and version_id != "null" else {}
+    with map_s3_errors(f"the check of what S3 recorded for {where}"):
+        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version)
     recorded = head.get("ChecksumCRC32")
-    if head["ContentLength"] != size or recorded != crc32:
-        raise IntegrityError(
-            f"S3 recorded {head['ContentLength']} bytes with CRC32 {recorded} for s3://{bucket}/"
-            f"{key}, but {size} bytes with CRC32 {crc32} were sent."
-        )
+    if head["ContentLength"] == size and recorded == crc32:
+        return
+    mismatch = (
+        f"S3 recorded {head['ContentLength']} bytes with CRC32 {recorded} for {where}, but {size} bytes with "
+        f"CRC32 {crc32} were sent"
+    )
+    try:
+        with map_s3_errors(f"the removal of {where} after a failed check"):
+            s3.delete_object(Bucket=bucket, Key=key, **version)
+    except OmboriGridExportError as exc:
+        logger.error("could not remove %s after its check failed: %s", where, exc)
+        raise IntegrityError(f"{mismatch}. Removing it failed too ({exc}); delete it by hand.") from None
+    logger.warning("removed %s: %s", where, mismatch)
+    raise IntegrityError(f"{mismatch}; the object was removed.")
 
 
 class MultipartUpload:
@@ -107,7 +125,7 @@ class MultipartUpload:
         self._tail = bytearray()
         self._tail_seen: set[int] = set()
         self._lock = threading.Lock()
-        self._aborted = False
+        self._closed = False
 
     @property
     def part_count(self) -> int:
@@ -305,7 +323,7 @@ class MultipartUpload:
             kwargs["IfNoneMatch"] = "*"
         with map_s3_errors(f"the completion of the upload to s3://{self.bucket}/{self.key}"):
             try:
-                return dict(self._s3.complete_multipart_upload(**kwargs))
+                result = dict(self._s3.complete_multipart_upload(**kwargs))
             except ClientError as exc:
                 code = error_code(exc)
                 if code in _CONFLICT_CODES:
@@ -319,11 +337,14 @@ class MultipartUpload:
                         f"S3 refused to complete s3://{self.bucket}/{self.key}: {describe_exception(exc)}"
                     ) from None
                 raise
+        # The upload is now the object: there is nothing left to abort.
+        self._closed = True
+        return result
 
     def abort(self) -> None:
-        if self._aborted:
+        if self._closed:
             return
-        self._aborted = True
+        self._closed = True
         try:
             self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except (ClientError, BotoCoreError) as exc:
