@@ -13,6 +13,7 @@ import requests
 import urllib3
 
 from omborigrid_export.errors import IntegrityError, InvalidInput, TransferFailed
+from omborigrid_export.proof import Proof
 from omborigrid_export.transfer import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -21,6 +22,8 @@ from omborigrid_export.transfer import (
     ContentKind,
     choose_part_size,
 )
+from omborigrid_export.transfer.buffers import RollingTail
+from omborigrid_export.transfer.proving import prove_from_stream_tail, prove_with_ranges
 from omborigrid_export.transfer.retry import CONTINUING, STARTING, Retry, Truncated
 
 MIB = 1024 * 1024
@@ -272,3 +275,97 @@ def test_given_only_failures_when_attempts_run_out_then_transfer_failed_names_wh
 def test_backoffs_double_and_are_capped() -> None:
     assert [STARTING.delay(n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert [CONTINUING.delay(n) for n in range(1, 7)] == [0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+# --- RollingTail and the content proof from a tail ------------------------------------------------
+
+
+def test_given_a_stream_when_its_tail_is_kept_then_at_most_one_chunk_more_than_asked_is_held() -> None:
+    tail = RollingTail(keep=10)
+    stream = bytes(range(100))
+    for i in range(0, 100, 7):
+        tail.append(stream[i : i + 7])
+        assert len(tail) < 10 + 7
+    assert len(tail) >= 10
+    assert tail.last(10) == stream[-10:]
+    assert tail.last(0) == b""
+    with pytest.raises(ValueError, match="only the last"):
+        tail.last(len(tail) + 1)
+    tail.clear()
+    assert len(tail) == 0
+
+
+def test_given_no_tail_wanted_then_nothing_is_held() -> None:
+    tail = RollingTail(keep=0)
+    tail.append(b"x" * 1000)
+    assert len(tail) == 0
+
+
+class FooterLengthProver:
+    """Reads the parquet footer length from the last 8 bytes; the proof records the tail it was given."""
+
+    def __init__(self) -> None:
+        self.tails: list[bytes] = []
+
+    def tail_length(self, size: int, last8: bytes) -> int:
+        if last8[-4:] != b"PAR1":
+            raise IntegrityError("The file does not end like a parquet file.")
+        return int.from_bytes(last8[:4], "little") + 8
+
+    def prove(self, tail: bytes, size: int) -> Proof:
+        self.tails.append(tail)
+        return Proof(
+            rows=len(tail),
+            row_groups=1,
+            schema_fingerprint="sha256:" + "0" * 64,
+            columns=(),
+            created_by=None,
+            event_time_min=None,
+            event_time_max=None,
+            tenant_ids=(),
+        )
+
+
+def parquet_like(footer: bytes, body: int = 1000) -> bytes:
+    return b"PAR1" + b"\x01" * body + footer + len(footer).to_bytes(4, "little") + b"PAR1"
+
+
+def test_given_ranges_then_the_prover_gets_exactly_the_footer_it_asked_for() -> None:
+    data = parquet_like(b"F" * 50)
+    reads: list[tuple[int, int]] = []
+
+    def read_range(start: int, end: int) -> bytes:
+        reads.append((start, end))
+        return data[start : end + 1]
+
+    prover = FooterLengthProver()
+    proof = prove_with_ranges(prover, len(data), read_range)
+    assert prover.tails == [data[-58:]]
+    assert proof.rows == 58
+    assert reads == [(len(data) - 8, len(data) - 1), (len(data) - 58, len(data) - 1)]
+
+
+def test_given_a_stream_tail_shorter_than_the_footer_then_it_cannot_be_verified() -> None:
+    data = parquet_like(b"F" * 500)
+    tail = RollingTail(keep=100)
+    for i in range(0, len(data), 64):
+        tail.append(data[i : i + 64])
+    with pytest.raises(IntegrityError, match="last 508 bytes, more than the 100 bytes kept"):
+        prove_from_stream_tail(FooterLengthProver(), len(data), tail)
+
+
+def test_given_a_stream_tail_holding_the_footer_then_it_is_proven_from_memory() -> None:
+    data = parquet_like(b"F" * 50)
+    tail = RollingTail(keep=100)
+    for i in range(0, len(data), 64):
+        tail.append(data[i : i + 64])
+    prover = FooterLengthProver()
+    prove_from_stream_tail(prover, len(data), tail)
+    assert prover.tails == [data[-58:]]
+
+
+@pytest.mark.parametrize("footer_length", [-8, 10_000])
+def test_given_a_prover_asking_for_an_impossible_tail_then_integrity_error(footer_length: int) -> None:
+    data = b"PAR1" + b"\x01" * 100 + (footer_length & 0xFFFFFFFF).to_bytes(4, "little") + b"PAR1"
+    with pytest.raises(IntegrityError, match="asked for the last"):
+        prove_with_ranges(FooterLengthProver(), len(data), lambda start, end: data[start : end + 1])

@@ -8,8 +8,10 @@ surface, and no module imports another's private name:
 * :mod:`.ranged` — ranged mode: parts fetched as independent byte ranges, several at once.
 * :mod:`.streamed` — stream mode, and :class:`StreamedParts`, which cuts any stream into parts.
 * :mod:`.multipart` — one multipart upload, the "already there" and "recorded as sent" checks.
-* :mod:`.source` — the download URL: safe opening, redirects, refresh on 403.
-* :mod:`.buffers` — where a part's bytes are held between being read and uploaded.
+* :mod:`.source` — the download URL: safe opening, redirects, refresh on 403; :mod:`.reads` — the probe, the
+  first bytes and one byte range; :mod:`.retry` — the one retry loop, its transient errors and backoffs.
+* :mod:`.proving` — the content proof from the file's tail (ranged reads, or a stream's tail in memory).
+* :mod:`.buffers` — where a part's bytes (and a stream's tail) are held between being read and uploaded.
 * :mod:`.checkpoint` and :mod:`.results` — the checkpoint codec and the outcome types (neither imports the
   engine).
 * :mod:`.content` — content kinds, by bytes; :mod:`.limits` — S3's limits and part sizing; :mod:`.context` —
@@ -22,7 +24,7 @@ transfer stops starting new parts and returns a :class:`Checkpoint`; the next ca
 checking it against S3's ListParts.
 """
 
-from .buffers import ChunkBuffer, PartBody, PartBuffer, SeekableReader
+from .buffers import ChunkBuffer, PartBody, PartBuffer, RollingTail, SeekableReader
 from .checkpoint import Checkpoint
 from .content import PARQUET_MAGIC, TAIL_BYTES, ZIP_END_OF_CENTRAL_DIR, ZIP_LOCAL_HEADER, ContentKind
 from .context import CheckpointSink, ProgressCallback
@@ -31,10 +33,12 @@ from .limits import (
     DEADLINE_MARGIN_SECONDS,
     MAX_OBJECT_SIZE,
     MAX_PARTS,
+    STREAMED_PROOF_TAIL_BYTES,
     choose_part_size,
 )
 from .manager import Transfer
 from .multipart import MultipartUpload, PartRecord, UploadGone, find_existing, verify_recorded
+from .proving import prove_from_stream_tail, prove_with_ranges
 from .results import Continued, Landed, LandedObject, TransferOutcome
 from .source import JobRefresher
 from .streamed import StreamedParts
@@ -45,6 +49,7 @@ __all__ = [
     "MAX_OBJECT_SIZE",
     "MAX_PARTS",
     "PARQUET_MAGIC",
+    "STREAMED_PROOF_TAIL_BYTES",
     "TAIL_BYTES",
     "ZIP_END_OF_CENTRAL_DIR",
     "ZIP_LOCAL_HEADER",
@@ -61,6 +66,7 @@ __all__ = [
     "PartBuffer",
     "PartRecord",
     "ProgressCallback",
+    "RollingTail",
     "SeekableReader",
     "StreamedParts",
     "Transfer",
@@ -68,5 +74,7 @@ __all__ = [
     "UploadGone",
     "choose_part_size",
     "find_existing",
+    "prove_from_stream_tail",
+    "prove_with_ranges",
     "verify_recorded",
 ]

@@ -2,7 +2,8 @@
 
 Memory is the transfer's bound (parts in flight × part size), so each holder avoids copies: a ranged part is
 read straight into one anonymous memory map (:class:`PartBuffer`); a stream is kept as its chunks and joined
-once per part (:class:`ChunkBuffer`); boto3 reads a part through a seekable view (:class:`PartBody`).
+once per part (:class:`ChunkBuffer`), and its end as the same chunks (:class:`RollingTail`); boto3 reads a
+part through a seekable view (:class:`PartBody`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import mmap
+from collections import deque
 from typing import Any
 
 
@@ -111,3 +113,41 @@ class ChunkBuffer:
                 need = 0
         self._size -= n
         return b"".join(taken)
+
+
+class RollingTail:
+    """The last ``keep`` bytes (at least) of a stream, held as the stream's own chunks: no copy is made, and
+    at most one chunk more than ``keep`` is held."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, chunk: bytes) -> None:
+        if not self.keep:
+            return
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= self.keep:
+            self._size -= len(self._chunks.popleft())
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._size = 0
+
+    def last(self, n: int) -> bytes:
+        """The last ``n`` bytes (``n`` at most ``len(self)``)."""
+        if n > self._size:
+            raise ValueError(f"only the last {self._size} bytes are held, not {n}")
+        needed: list[bytes] = []
+        held = 0
+        for chunk in reversed(self._chunks):
+            if held >= n:
+                break
+            needed.append(chunk)
+            held += len(chunk)
+        return b"".join(reversed(needed))[held - n :]

@@ -19,20 +19,23 @@ from typing import TYPE_CHECKING
 import requests
 
 from .. import checksum
-from ..errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError, TransferFailed
+from ..errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError
 from ..models import ExportJob, JobStatus
+from ..proof import ContentProver, Proof
 from ..redact import host_of
 from ..settings import TransferSettings
 from ..urlsafety import Resolver, system_resolver
 from .checkpoint import Checkpoint
 from .content import ContentKind
 from .context import CheckpointSink, Clock, CopyContext, ProgressCallback, Sleep, TimeLeft
-from .limits import CHECKPOINT_EVERY_SECONDS, choose_part_size
+from .limits import CHECKPOINT_EVERY_SECONDS, STREAMED_PROOF_TAIL_BYTES, choose_part_size
 from .multipart import MultipartUpload, UploadGone, find_existing, verify_recorded
+from .proving import prove_from_stream_tail, prove_with_ranges
 from .ranged import RangedCopy
+from .reads import probe, read_head, read_range
 from .results import Continued, Landed, LandedObject, TransferOutcome
-from .retry import CONTINUING, STARTING, Backoff, Retry, Truncated
-from .source import DownloadSource, JobRefresher, RangeIgnored, TransferStats
+from .retry import CONTINUING, STARTING, Backoff, Retry
+from .source import DownloadSource, JobRefresher, TransferStats
 from .streamed import StreamedCopy
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ class _Landing:
     keep_upload_on_failure: bool
     started_at: datetime
     copy: CopyContext
+    prover: ContentProver | None
 
     @property
     def size(self) -> int:
@@ -98,6 +102,7 @@ class Transfer:
         time_left: TimeLeft | None = None,
         keep_upload_on_failure: bool = False,
         on_checkpoint: CheckpointSink | None = None,
+        prover: ContentProver | None = None,
     ) -> TransferOutcome:
         """Land ``job``'s file at s3://bucket/key.
 
@@ -108,6 +113,9 @@ class Transfer:
         multipart upload in place on a retryable failure so a retry can resume it (the bucket's
         lifecycle rule removes abandoned ones). ``on_checkpoint`` receives a checkpoint every
         ``checkpoint_every`` seconds while parts land, so a process that is killed can be resumed by the next.
+        ``prover`` proves the content from the file's tail (pass one for parquet deliveries; an archive's
+        members are proven one by one): before any part is uploaded when the source serves ranges, else
+        before the completion. Its proof is on the :class:`Landed` outcome.
         """
         if job.status is not JobStatus.DONE or job.download_url is None or job.file_size is None:
             raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
@@ -128,6 +136,7 @@ class Transfer:
             resume=resume,
             keep_upload_on_failure=keep_upload_on_failure,
             started_at=started_at,
+            prover=prover,
             copy=CopyContext(
                 settings=self._settings,
                 clock=self._clock,
@@ -157,24 +166,8 @@ class Transfer:
         if job.status is not JobStatus.DONE or job.download_url is None:
             raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
         source = self._source(job, refresh_job)
-
-        def read_head() -> bytes:
-            try:
-                response = source.open(0, length - 1)
-            except RangeIgnored as ignored:
-                response = ignored.response
-            with response:
-                data = b""
-                for chunk in response.iter_content(length):
-                    data += chunk
-                    if len(data) >= length:
-                        break
-                return data[:length]
-
         try:
-            return self._retry(STARTING).call(
-                read_head, what=lambda: f"Reading the start of the download from {source.host}"
-            )
+            return read_head(source, length, self._retry(STARTING))
         finally:
             source.close()
 
@@ -192,8 +185,10 @@ class Transfer:
             stats=TransferStats(),
         )
 
-    def _existing(self, bucket: str, key: str, size: int, job: ExportJob) -> LandedObject | None:
-        head = find_existing(self._s3, bucket, key, size=size)
+    def _existing(
+        self, bucket: str, key: str, size: int, job: ExportJob, *, crc32: str | None = None
+    ) -> LandedObject | None:
+        head = find_existing(self._s3, bucket, key, size=size, crc32=crc32)
         if head is None:
             return None
         metadata = head.get("Metadata", {})
@@ -213,11 +208,12 @@ class Transfer:
     def _land(self, landing: _Landing) -> TransferOutcome:
         upload = self._open_upload(landing)
         try:
-            ranged, first = self._probe(landing.source, upload)
+            ranged, first = probe(landing.source, upload, self._retry(STARTING))
             if ranged:
+                proof = self._prove_before_upload(landing, first)
                 finished = RangedCopy(landing.source, upload, landing.copy, first=first).run()
             else:
-                StreamedCopy(landing.source, upload, landing.copy, first=first).run()
+                proof = self._stream(landing, upload, first)
                 finished = True
             if not finished:
                 checkpoint = upload.checkpoint()
@@ -228,7 +224,7 @@ class Transfer:
                     landing.size,
                 )
                 return Continued(checkpoint)
-            return Landed(self._complete(landing, upload, ranged=ranged))
+            return Landed(self._complete(landing, upload, ranged=ranged), proof)
         except BaseException as exc:
             retryable = isinstance(exc, OmboriGridExportError) and exc.retryable
             if landing.keep_upload_on_failure and retryable:
@@ -236,6 +232,30 @@ class Transfer:
             else:
                 upload.abort()
             raise
+
+    def _prove_before_upload(self, landing: _Landing, first: requests.Response | None) -> Proof | None:
+        """Ranged mode: the proof from two ranged reads of the tail, before any part is uploaded."""
+        if landing.prover is None:
+            return None
+        try:
+            return prove_with_ranges(
+                landing.prover,
+                landing.size,
+                lambda start, end: read_range(landing.source, start, end, self._retry(CONTINUING)),
+            )
+        except BaseException:
+            if first is not None:
+                first.close()
+            raise
+
+    def _stream(self, landing: _Landing, upload: MultipartUpload, first: requests.Response | None) -> Proof | None:
+        """Stream mode: copy the stream, keeping its tail for the proof, which is checked before completion."""
+        keep = STREAMED_PROOF_TAIL_BYTES if landing.prover is not None else 0
+        copy = StreamedCopy(landing.source, upload, landing.copy, first=first, keep_tail=keep)
+        copy.run()
+        if landing.prover is None:
+            return None
+        return prove_from_stream_tail(landing.prover, landing.size, copy.tail)
 
     def _open_upload(self, landing: _Landing) -> MultipartUpload:
         """The checkpoint's upload when it is still there, else a new one."""
@@ -255,54 +275,6 @@ class Transfer:
         part_size = choose_part_size(landing.size, self._settings.part_size)
         return MultipartUpload.create(self._s3, landing.bucket, landing.key, job, landing.size, part_size)
 
-    def _probe(self, source: DownloadSource, upload: MultipartUpload) -> tuple[bool, requests.Response | None]:
-        """Find out whether the source serves ranges, by asking for the first missing part.
-
-        Returns (ranged, response): a 206 for that part (its body becomes the part), or a 200 to stream.
-        """
-        start, end = upload.first_missing_range()
-        if start is None:
-            return True, None
-
-        def open_first() -> tuple[bool, requests.Response]:
-            try:
-                response = source.open(start, end)
-            except RangeIgnored as ignored:
-                if upload.parts:
-                    # Parts from an earlier invocation cannot be trusted to line up with a stream: start over.
-                    logger.warning("the source stopped honouring Range; restarting the upload from byte 0")
-                    upload.reset()
-                return False, ignored.response
-            try:
-                source.check_content_range(response, start, end)
-            except BaseException:
-                response.close()
-                raise
-            return True, response
-
-        ranged, response = self._retry(STARTING).call(
-            open_first, what=lambda: f"Starting the download from {source.host}"
-        )
-        return ranged, response
-
-    def _read_range(self, source: DownloadSource, start: int, end: int) -> bytes:
-        """Bytes start..end (inclusive) of the file, with a ranged GET."""
-
-        def read() -> bytes:
-            try:
-                response = source.open(start, end)
-            except RangeIgnored as ignored:
-                ignored.response.close()
-                raise TransferFailed(f"The download on {source.host} stopped honouring Range.") from None
-            with response:
-                source.check_content_range(response, start, end)
-                data = response.content
-            if len(data) != end - start + 1:
-                raise Truncated()
-            return data
-
-        return self._retry(CONTINUING).call(read, what=lambda: f"Reading bytes {start}-{end} from {source.host}")
-
     def _complete(self, landing: _Landing, upload: MultipartUpload, *, ranged: bool) -> LandedObject:
         job, source = landing.job, landing.source
         total = upload.bytes_done
@@ -310,7 +282,7 @@ class Transfer:
             raise IntegrityError(f"Received {total} bytes for job {job.id} but its fileSize is {upload.size}.")
         if not upload.tail_complete():
             # Resumed: the last bytes went to S3 in an earlier invocation. Read them again (<= 64 KiB).
-            upload.set_tail(self._read_range(source, upload.tail_start, upload.size - 1))
+            upload.set_tail(read_range(source, upload.tail_start, upload.size - 1, self._retry(CONTINUING)))
         kind = ContentKind.detect(upload.head, upload.tail)
         if kind is None:
             raise IntegrityError(
@@ -323,8 +295,8 @@ class Transfer:
         try:
             result = upload.complete(crc, replace=landing.replace)
         except LandingConflict:
-            # Another run landed the same key between our check and our completion.
-            existing = self._existing(upload.bucket, upload.key, upload.size, job)
+            # Another run landed the same key between our check and our completion: fine if it is these bytes.
+            existing = self._existing(upload.bucket, upload.key, upload.size, job, crc32=checksum.to_base64(crc))
             if existing is None:
                 raise
             return existing

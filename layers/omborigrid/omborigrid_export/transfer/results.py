@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..proof import Proof
 from .checkpoint import Checkpoint
 
 
@@ -49,6 +50,8 @@ class Landed:
     """The file is under its final key, verified."""
 
     object: LandedObject
+    #: What the content prover showed (None when no prover was given, or the object was already there).
+    proof: Proof | None = None
 
     @property
     def landed(self) -> LandedObject:

@@ -14,7 +14,7 @@ from types import TracebackType
 import requests
 
 from ..errors import IntegrityError
-from .buffers import ChunkBuffer
+from .buffers import ChunkBuffer, RollingTail
 from .context import CopyContext
 from .limits import CHUNK
 from .multipart import MultipartUpload, PartRecord
@@ -94,12 +94,15 @@ class StreamedCopy:
         context: CopyContext,
         *,
         first: requests.Response | None,
+        keep_tail: int = 0,
     ) -> None:
         self._source = source
         self._upload = upload
         self._context = context
         #: The probe's open 200 response: the stream starts with it.
         self._first = first
+        #: The last ``keep_tail`` bytes of the stream (for the content proof; the stream cannot be read again).
+        self.tail = RollingTail(keep_tail)
 
     def run(self) -> None:
         uploads = max(1, min(self._context.settings.concurrency, 2))
@@ -124,6 +127,7 @@ class StreamedCopy:
             if restarted:
                 self._context.report(-parts.received, size)
                 parts.restart()
+                self.tail.clear()
         if parts.received == 0:
             source.check_length(response)
         with response:
@@ -134,6 +138,7 @@ class StreamedCopy:
                         "not landing it."
                     )
                 parts.write(chunk)
+                self.tail.append(chunk)
                 source.stats.add("bytes_received", len(chunk))
                 self._context.report(len(chunk), size)
         if parts.received < size:
