@@ -28,7 +28,7 @@ from omborigrid_export.errors import (
 )
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
 from omborigrid_export.settings import MIB, TransferSettings
-from omborigrid_export.transfer import Transfer
+from omborigrid_export.transfer import Continued, Landed, LandedObject, Transfer, TransferOutcome
 from tests.conftest import TENANT, free_port, object_keys, open_uploads
 
 FAST = TransferSettings(part_size=5 * MIB, concurrency=3, max_attempts=4)
@@ -56,6 +56,11 @@ def land(s3: Any, client: OmboriGridClient, job: ExportJob, bucket: str, **kwarg
     return transfer.land(job, lambda: client.get_job(job.id), bucket=bucket, key=kwargs.pop("key", "k/file"), **kwargs)
 
 
+def landed_object(outcome: TransferOutcome) -> LandedObject:
+    assert isinstance(outcome, Landed), outcome
+    return outcome.object
+
+
 def source_bytes(sim: Any, job: ExportJob) -> bytes:
     return sim.job_file(job.id).read_bytes()
 
@@ -75,7 +80,7 @@ def test_given_a_multi_part_file_when_landed_then_object_is_identical_and_verifi
     simulator.configure(target_bytes=12 * MIB)
     job = done_job(simulator, client)
     outcome = land(s3, client, job, bucket)
-    landed = outcome.landed
+    landed = landed_object(outcome)
     expected = source_bytes(simulator, job)
     assert_identical(s3, bucket, "k/file", expected)
     assert landed.bytes == len(expected) == job.file_size
@@ -94,9 +99,9 @@ def test_given_a_multi_part_file_when_landed_then_object_is_identical_and_verifi
 
 def test_given_a_landed_object_when_landed_again_then_nothing_is_downloaded_or_rewritten(simulator, client, s3, bucket):
     job = done_job(simulator, client)
-    first = land(s3, client, job, bucket).landed
+    first = landed_object(land(s3, client, job, bucket))
     downloads = simulator.stats().by_route.get("GET /download", 0)
-    second = land(s3, client, job, bucket).landed
+    second = landed_object(land(s3, client, job, bucket))
     assert second.already_existed is True
     assert first.already_existed is False
     assert second.checksum_crc32 == first.checksum_crc32
@@ -120,7 +125,7 @@ def test_given_a_dropped_connection_mid_part_then_it_resumes_from_the_last_byte(
     assert resume_ranges, stats.download_ranges
     start = int(resume_ranges[0].split("=")[1].split("-")[0])
     assert 0 < start < 5 * MIB or start > 5 * MIB
-    assert outcome.landed.stats["resumes"] == 1
+    assert landed_object(outcome).stats["resumes"] == 1
 
 
 def test_given_a_source_that_ignores_range_and_drops_then_the_stream_restarts_cleanly(simulator, client, s3, bucket):
@@ -128,7 +133,7 @@ def test_given_a_source_that_ignores_range_and_drops_then_the_stream_restarts_cl
     job = done_job(simulator, client)
     simulator.configure(ignore_range=True, drop_after_bytes=6 * MIB, drop_count=1)
     outcome = land(s3, client, job, bucket)
-    landed = outcome.landed
+    landed = landed_object(outcome)
     assert landed.ranged is False
     assert landed.stats["restarts"] == 1
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
@@ -140,7 +145,7 @@ def test_given_an_expired_download_url_then_a_fresh_one_is_fetched(simulator, cl
     gets_before = simulator.stats().by_route.get("GET /api/analytics-export-job", 0)
     simulator.configure(expire_next_downloads=2)
     outcome = land(s3, client, job, bucket)
-    assert outcome.landed.stats["url_refreshes"] == 2
+    assert landed_object(outcome).stats["url_refreshes"] == 2
     assert simulator.stats().by_route["GET /api/analytics-export-job"] == gets_before + 2
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
 
@@ -175,7 +180,7 @@ def test_given_a_file_size_that_lies_on_a_stream_source_then_nothing_lands(simul
 def test_given_a_zip_delivery_named_parquet_then_it_is_recognised_by_its_bytes(simulator, client, s3, bucket):
     simulator.configure(delivery="zip", filename_override="export.parquet")
     job = done_job(simulator, client)
-    landed = land(s3, client, job, bucket).landed
+    landed = landed_object(land(s3, client, job, bucket))
     assert job.filename == "export.parquet"
     assert landed.content_kind == "zip"
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
@@ -219,14 +224,13 @@ def test_given_a_deadline_then_a_checkpoint_is_returned_and_the_next_call_resume
         return 1000.0 if calls["n"] <= 2 else 0.0
 
     first = land(s3, client, job, bucket, settings=settings, time_left=two_parts_of_time)
-    assert first.landed is None
+    assert isinstance(first, Continued)
     checkpoint = first.checkpoint
     assert checkpoint.part_numbers == [1, 2]
     assert checkpoint.bytes_done == 10 * MIB
     assert object_keys(s3, bucket) == []  # nothing visible yet
     resumed = land(s3, client, job, bucket, settings=settings, resume=type(checkpoint).from_dict(checkpoint.to_dict()))
-    assert resumed.landed is not None
-    assert resumed.landed.parts == 4
+    assert landed_object(resumed).parts == 4
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
     # The resumed call fetched only the missing parts.
     ranges = [r for r in simulator.stats().download_ranges if r]
@@ -246,7 +250,7 @@ def test_given_a_checkpoint_holding_the_last_part_then_the_tail_is_read_again_fo
     record = upload.upload_part(last, data[(last - 1) * 5 * MIB :], (last - 1) * 5 * MIB)
     checkpoint = Checkpoint(job.id, bucket, "k/file", upload.upload_id, len(data), 5 * MIB, {last: record.crc32})
     simulator.reset_stats()
-    landed = land(s3, client, job, bucket, resume=checkpoint).landed
+    landed = landed_object(land(s3, client, job, bucket, resume=checkpoint))
     assert landed.content_kind == "parquet"
     assert_identical(s3, bucket, "k/file", data)
     ranges = simulator.stats().download_ranges
@@ -260,7 +264,7 @@ def test_given_a_checkpoint_whose_upload_is_gone_then_it_starts_over(simulator, 
     simulator.configure(target_bytes=6 * MIB)
     job = done_job(simulator, client)
     gone = Checkpoint(job.id, bucket, "k/file", "no-such-upload", job.file_size, 5 * MIB, {1: 123})
-    landed = land(s3, client, job, bucket, resume=gone).landed
+    landed = landed_object(land(s3, client, job, bucket, resume=gone))
     assert landed.parts == 2
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
 
@@ -287,7 +291,7 @@ def test_given_a_raw_socket_error_on_the_first_request_then_the_probe_retries_it
     outcome = transfer.land(job, lambda: client.get_job(job.id), bucket=bucket, key="k/file")
     assert FailingFirstGets.failures == 0
     assert slept == [1.0, 2.0]  # the starting backoff
-    assert outcome.landed.stats["requests"] >= 3
+    assert landed_object(outcome).stats["requests"] >= 3
     assert_identical(s3, bucket, "k/file", source_bytes(simulator, job))
 
 

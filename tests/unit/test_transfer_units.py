@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import math
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import urllib3
 
+from omborigrid_export import transfer
 from omborigrid_export.errors import IntegrityError, InvalidInput, TransferFailed
 from omborigrid_export.proof import Proof
 from omborigrid_export.transfer import (
@@ -20,6 +23,10 @@ from omborigrid_export.transfer import (
     TAIL_BYTES,
     Checkpoint,
     ContentKind,
+    Continued,
+    Landed,
+    LandedObject,
+    TransferOutcome,
     choose_part_size,
 )
 from omborigrid_export.transfer.buffers import RollingTail
@@ -369,3 +376,47 @@ def test_given_a_prover_asking_for_an_impossible_tail_then_integrity_error(foote
     data = b"PAR1" + b"\x01" * 100 + (footer_length & 0xFFFFFFFF).to_bytes(4, "little") + b"PAR1"
     with pytest.raises(IntegrityError, match="asked for the last"):
         prove_with_ranges(FooterLengthProver(), len(data), lambda start, end: data[start : end + 1])
+
+
+# --- The package's shape -------------------------------------------------------------------------
+
+PACKAGE = Path(transfer.__file__).parent
+ENGINE = {"manager", "ranged", "streamed", "multipart", "source", "reads", "retry", "buffers", "proving", "context"}
+
+
+def imports_of(module: str) -> list[ast.ImportFrom]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    return [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+
+
+@pytest.mark.parametrize("module", ["checkpoint", "results", "content", "limits"])
+def test_the_wire_format_and_result_modules_import_nothing_of_the_engine(module: str) -> None:
+    # state.py, manifest.py and the ledger read checkpoints and results without loading the engine's code.
+    siblings = {node.module for node in imports_of(module) if node.level == 1}
+    assert siblings <= {"checkpoint", "limits", "content"}
+    assert not siblings & ENGINE
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py")))
+def test_no_module_of_the_package_imports_a_private_name(module: str) -> None:
+    private = [alias.name for node in imports_of(module) for alias in node.names if alias.name.startswith("_")]
+    assert private == []
+
+
+def test_an_outcome_is_exactly_one_of_landed_and_continued() -> None:
+    landed_object = LandedObject(
+        bucket="b",
+        key="k",
+        bytes=1,
+        checksum_crc32="AAAAAA==",
+        content_kind=ContentKind.PARQUET,
+        job_id="j",
+        already_existed=False,
+        source_host="h",
+    )
+    landed, continued = Landed(landed_object), Continued(checkpoint())
+    # The names callers written against the former pair of optionals read still answer truthfully.
+    assert (landed.landed, landed.checkpoint, landed.proof) == (landed_object, None, None)
+    assert (continued.landed, continued.checkpoint) == (None, checkpoint())
+    assert isinstance(landed, TransferOutcome)
+    assert not isinstance(continued, Landed)
