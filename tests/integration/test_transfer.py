@@ -28,7 +28,16 @@ from omborigrid_export.errors import (
 )
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
 from omborigrid_export.settings import MIB, TransferSettings
-from omborigrid_export.transfer import Continued, Landed, LandedObject, Transfer, TransferOutcome
+from omborigrid_export.transfer import (
+    Checkpoint,
+    Continued,
+    Landed,
+    LandedObject,
+    MultipartUpload,
+    StreamedParts,
+    Transfer,
+    TransferOutcome,
+)
 from tests.conftest import TENANT, free_port, object_keys, open_uploads
 
 FAST = TransferSettings(part_size=5 * MIB, concurrency=3, max_attempts=4)
@@ -240,8 +249,6 @@ def test_given_a_deadline_then_a_checkpoint_is_returned_and_the_next_call_resume
 def test_given_a_checkpoint_holding_the_last_part_then_the_tail_is_read_again_for_the_format_check(
     simulator, client, s3, bucket
 ):
-    from omborigrid_export.transfer import Checkpoint, MultipartUpload
-
     simulator.configure(target_bytes=12 * MIB)
     job = done_job(simulator, client)
     data = source_bytes(simulator, job)
@@ -259,8 +266,6 @@ def test_given_a_checkpoint_holding_the_last_part_then_the_tail_is_read_again_fo
 
 
 def test_given_a_checkpoint_whose_upload_is_gone_then_it_starts_over(simulator, client, s3, bucket):
-    from omborigrid_export.transfer import Checkpoint
-
     simulator.configure(target_bytes=6 * MIB)
     job = done_job(simulator, client)
     gone = Checkpoint(job.id, bucket, "k/file", "no-such-upload", job.file_size, 5 * MIB, {1: 123})
@@ -381,3 +386,35 @@ def test_given_the_removal_after_a_failed_check_fails_too_then_the_error_says_so
     ):
         land(s3, client, job, bucket)
     assert object_keys(s3, bucket) == ["k/file"]  # left, and said so
+
+
+def test_given_a_stream_cut_into_parts_by_streamed_parts_then_the_object_is_identical(s3, bucket):
+    # What archive deliveries use to land an inflated member: chunks of any size in, whole parts out.
+    data = bytes(range(256)) * (12 * MIB // 256) + b"tail"
+    job = ExportJob.from_api(
+        {
+            "id": "job-parts",
+            "tenantId": TENANT,
+            "dataDateFrom": "2026-11-01",
+            "dataDateTo": "2026-11-01",
+            "status": "done",
+            "filename": "member.parquet",
+            "downloadUrl": "https://example.invalid/x",
+            "fileSize": len(data),
+        }
+    )
+    upload = MultipartUpload.create(s3, bucket, "k/member", job, len(data), 5 * MIB)
+    sizes = [1, 7, MIB - 3, 3 * MIB + 11, 1234567]
+    with StreamedParts(upload, uploads=2) as parts:
+        offset, i = 0, 0
+        while offset < len(data):
+            chunk = data[offset : offset + sizes[i % len(sizes)]]
+            parts.write(chunk)
+            offset, i = offset + len(chunk), i + 1
+        parts.finish()
+    assert parts.received == len(data)
+    assert sorted(upload.parts) == [1, 2, 3]
+    assert [upload.parts[n].size for n in (1, 2)] == [5 * MIB, 5 * MIB]
+    upload.complete(upload.combined_crc(), replace=False)
+    assert_identical(s3, bucket, "k/member", data)
+    assert upload.combined_crc() == zlib.crc32(data)

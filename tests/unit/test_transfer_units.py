@@ -420,3 +420,20 @@ def test_an_outcome_is_exactly_one_of_landed_and_continued() -> None:
     assert (continued.landed, continued.checkpoint) == (None, checkpoint())
     assert isinstance(landed, TransferOutcome)
     assert not isinstance(continued, Landed)
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"PAR1\x15\x04", ContentKind.PARQUET),
+        (b"PK\x03\x04\x14\x00", ContentKind.ZIP),
+        (b"PK\x05\x06", None),
+        (b"<html>", None),
+        (b"PAR", None),
+        (b"", None),
+    ],
+)
+def test_given_first_bytes_when_the_kind_they_announce_is_asked_then_only_the_magic_decides(
+    head: bytes, kind: ContentKind | None
+) -> None:
+    assert ContentKind.from_head(head) is kind
