@@ -3,8 +3,9 @@
 The first request asks for the first missing part with ``Range``. A ``206`` whose ``Content-Range`` matches
 means the source serves ranges: :class:`~.ranged.RangedCopy` fetches parts as independent ranges, several at
 once. A ``200`` means it does not: :class:`~.streamed.StreamedCopy` cuts the one stream into parts. Either way
-the upload completes only after the size, the content kind (by its bytes) and the full-object CRC32 check out;
-close to a deadline a :class:`~.checkpoint.Checkpoint` is returned instead, and the next call resumes from it.
+the upload completes only after the size, the content kind (by its bytes), the content proof (when a prover
+is given; with ranges it runs before any part is uploaded) and the full-object CRC32 check out; close to a
+deadline a :class:`~.checkpoint.Checkpoint` is returned instead, and the next call resumes from it.
 """
 
 from __future__ import annotations
