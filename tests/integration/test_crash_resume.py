@@ -16,7 +16,7 @@ from typing import Any
 
 from omborigrid_export.client import OmboriGridClient
 from omborigrid_export.settings import MIB, TransferSettings
-from omborigrid_export.transfer import Checkpoint, Transfer
+from omborigrid_export.transfer import Checkpoint, Landed, Transfer
 from tests.conftest import object_keys
 from tests.integration.test_transfer import done_job, source_bytes
 
@@ -78,9 +78,9 @@ def test_given_a_killed_transfer_then_the_next_one_resumes_from_the_saved_checkp
     outcome = Transfer(s3, TransferSettings(part_size=5 * MIB, concurrency=2), allow_local_urls=True).land(
         client.get_job(job.id), lambda: client.get_job(job.id), bucket=bucket, key="k/file", resume=checkpoint
     )
-    assert outcome.landed is not None
+    assert isinstance(outcome, Landed)
     total_parts = -(-job.file_size // (5 * MIB))
-    assert outcome.landed.parts == total_parts
+    assert outcome.object.parts == total_parts
     body = s3.get_object(Bucket=bucket, Key="k/file")["Body"].read()
     assert body == source_bytes(simulator, job)
     # Only the parts missing from the checkpoint were fetched again (plus the last 64 KiB for the format

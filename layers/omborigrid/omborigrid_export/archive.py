@@ -26,7 +26,9 @@ from .layout import KeyLayout
 from .models import ExportJob
 from .redact import describe_exception
 from .settings import MIB
-from .transfer import PARQUET_MAGIC, LandedObject, SeekableReader, _Chunks, _Upload, choose_part_size
+from .transfer import PARQUET_MAGIC, LandedObject, SeekableReader, choose_part_size
+from .transfer import ChunkBuffer as _Chunks
+from .transfer import MultipartUpload as _Upload
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -17,7 +17,7 @@ from .errors import TransferFailed
 from .layout import manifest_key_for
 from .models import ExportJob, iso_utc
 from .redact import describe_exception
-from .transfer import LandedObject
+from .transfer.results import LandedObject
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import InvalidInput
 from .models import ExportRequest, JobIdentity, validate_job_id
 from .polling import PollState
-from .transfer import Checkpoint
+from .transfer.checkpoint import Checkpoint
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
