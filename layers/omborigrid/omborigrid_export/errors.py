@@ -88,3 +88,12 @@ class IntegrityError(OmboriGridExportError):
 
 class LandingConflict(OmboriGridExportError):
     """A different object already sits under the final key and replacing it was not requested."""
+
+
+class GarbledResponse(ApiUnavailable):
+    """The API answered a status check with HTTP 200 but a body that cannot be read as JSON (cut short by a
+    proxy, not JSON, or too large). Transient: the poll loop asks again, and only several in a row fail."""
+
+
+class UnexpectedError(OmboriGridExportError):
+    """A failure this package did not anticipate (a library exception or a bug); the message names it."""
