@@ -295,7 +295,8 @@ class Runner:
         try:
             step(item)
         except OmboriGridExportError as exc:
-            item.error = exc
+            # A transient failure once the time is up is the timeout's doing: say so.
+            item.error = self._timed_out(item, exc) if exc.retryable and self.time_left() <= 0 else exc
         except Exception as exc:
             logger.debug("unexpected failure exporting %s", item.request.label, exc_info=True)
             item.error = UnexpectedError(
@@ -351,15 +352,16 @@ class Runner:
         except (BotoCoreError, ClientError) as exc:
             logger.warning("could not abort the unfinished upload to %s: %s", key, describe_exception(exc))
 
-    def _timed_out(self, item: Tracked) -> ExportTimedOut:
+    def _timed_out(self, item: Tracked, cause: Exception | None = None) -> ExportTimedOut:
+        limit = f"--timeout ({self.plan.timeout:g} s)"
         if item.job is None:
-            return ExportTimedOut(
-                f"The export of {item.request.label} was not started within --timeout ({self.plan.timeout:g} s)."
+            text = f"The export of {item.request.label} was not started within {limit}."
+        else:
+            text = (
+                f"Export job {item.job.id} for {item.request.label} did not land within {limit}; "
+                f"it was last seen {item.job.status.value}."
             )
-        return ExportTimedOut(
-            f"Export job {item.job.id} for {item.request.label} did not land within --timeout "
-            f"({self.plan.timeout:g} s); it was last seen {item.job.status.value}."
-        )
+        return ExportTimedOut(f"{text} Last failure: {cause}" if cause is not None else text)
 
 
 def export_result(manifest: dict[str, Any]) -> dict[str, Any]:
