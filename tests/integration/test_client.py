@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from omborigrid_export.client import OmboriGridClient, RetryPolicy
+from omborigrid_export.api_attempts import RetryPolicy
+from omborigrid_export.client import OmboriGridClient
 from omborigrid_export.errors import (
     AmbiguousCreate,
     ApiUnavailable,

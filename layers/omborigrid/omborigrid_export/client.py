@@ -19,25 +19,21 @@ Retries live in this module's own loop (urllib3's are switched off), so that one
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
-import random
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, DecodeError, LocationValueError, NewConnectionError
-from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import DecodeError
 from urllib3.util.retry import Retry
 
+from .api_attempts import ATTEMPT_ERRORS, AttemptFailure, RetryPolicy, classify_failure, retry_after_seconds
 from .errors import (
     AmbiguousCreate,
     ApiUnavailable,
@@ -92,24 +88,6 @@ class StaticToken:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently a failed call is tried again (always within the call's deadline)."""
-
-    #: Retries after the first attempt.
-    attempts: int = 5
-    backoff: float = 0.5
-    backoff_max: float = 30.0
-    retry_after_cap: float = 60.0
-
-    def delay(self, retry: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based): the server's Retry-After, capped, else
-        exponential backoff with jitter."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.retry_after_cap)
-        return min(self.backoff_max, self.backoff * 2.0 ** (retry - 1)) + random.uniform(0, self.backoff)
-
-
-@dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
     body: bytes
@@ -124,19 +102,6 @@ class _DeadlinePassed(Exception):
     def __init__(self, *, sent: bool) -> None:
         super().__init__("deadline passed")
         self.sent = sent
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """One attempt's transport failure, classified."""
-
-    detail: str
-    #: The request may have reached the server (so a POST may have created a job).
-    sent: bool
-    #: Trying again may help (a GET is retried; a POST only when ``sent`` is False).
-    transient: bool
-    #: A mistake in the configuration (URL, token characters, CA bundle): no retry, no ambiguity.
-    configuration: bool = False
 
 
 class OmboriGridClient:
@@ -235,9 +200,9 @@ class OmboriGridClient:
                 answer = self._exchange(method, path, json_body, refresh=refreshed, deadline=deadline)
             except _DeadlinePassed as passed:
                 raise self._too_slow(method, what, sent=passed.sent) from None
-            except (requests.RequestException, Urllib3Error, http.client.HTTPException, OSError, ValueError) as exc:
+            except ATTEMPT_ERRORS as exc:
                 retries += 1
-                self._after_failure(_classify(exc), method=method, what=what, retries=retries, deadline=deadline)
+                self._after_failure(classify_failure(exc), method=method, what=what, retries=retries, deadline=deadline)
                 continue
             if answer.status in (401, 403) and not refreshed:
                 # The secret may have been rotated since it was cached: read it again once.
@@ -253,7 +218,7 @@ class OmboriGridClient:
                 )
             return self._interpret(answer, method=method, what=what, job_id=job_id)
 
-    def _after_failure(self, failure: _Failure, *, method: str, what: str, retries: int, deadline: float) -> None:
+    def _after_failure(self, failure: AttemptFailure, *, method: str, what: str, retries: int, deadline: float) -> None:
         """Return (after the backoff) when the attempt may be repeated; raise the typed error otherwise."""
         if failure.configuration:
             raise ConfigurationError(
@@ -327,7 +292,7 @@ class OmboriGridClient:
         )
         with response:
             ok = 200 <= response.status_code < 300
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             cap = MAX_BODY_BYTES if ok else MAX_ERROR_BODY_BYTES
             try:
                 body, complete = self._read_body(response, cap=cap, deadline=deadline)
@@ -425,74 +390,6 @@ def _check_url(url: str) -> None:
         raise ConfigurationError(
             f"OMBORIGRID_API_URL is not a usable URL ({describe_exception(exc)}); use https://host[:port]."
         ) from None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date (RFC 9110). Unreadable values are ignored."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _classify(exc: BaseException) -> _Failure:
-    """What a failed attempt means: was the request sent, may a retry help, is it our configuration?"""
-    detail = describe_exception(exc)
-    causes = list(_causes(exc))
-    if _is_configuration(exc):
-        # Bad URL, a token that cannot be sent in a header, an unreadable CA bundle: nothing was sent.
-        return _Failure(detail, sent=False, transient=False, configuration=True)
-    if isinstance(exc, requests.exceptions.SSLError):
-        # A certificate failure happens during the handshake, before the request: it was certainly not sent.
-        verify = any(isinstance(c, ssl.SSLCertVerificationError) for c in causes)
-        return _Failure(f"TLS failed: {detail}", sent=not verify, transient=False)
-    if any(isinstance(c, NewConnectionError | ConnectTimeoutError | requests.ConnectTimeout) for c in causes):
-        return _Failure(detail, sent=False, transient=True)
-    if isinstance(exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError):
-        return _Failure(detail, sent=True, transient=True)
-    if isinstance(exc, requests.exceptions.ContentDecodingError | Urllib3Error | http.client.HTTPException):
-        # Cut off, unreadable or undecodable on the way in (urllib3's own errors come from reading the body).
-        return _Failure(detail, sent=True, transient=True)
-    # TooManyRedirects, RetryError and anything else requests may add: sent, and not worth repeating.
-    return _Failure(detail, sent=True, transient=False)
-
-
-def _is_configuration(exc: BaseException) -> bool:
-    if isinstance(
-        exc,
-        requests.exceptions.InvalidURL
-        | requests.exceptions.InvalidSchema
-        | requests.exceptions.MissingSchema
-        | requests.exceptions.InvalidHeader
-        | LocationValueError
-        | UnicodeError,
-    ):
-        return True
-    # A bare ValueError or OSError comes from preparing the request (header encoding, CA bundle path),
-    # not from the network: requests and urllib3 wrap network failures in their own classes.
-    return isinstance(exc, ValueError | OSError) and not isinstance(exc, requests.RequestException | Urllib3Error)
-
-
-def _causes(exc: BaseException, depth: int = 0) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: exception arguments (requests wraps urllib3's errors that way), ``reason``
-    (MaxRetryError), ``__cause__`` and ``__context__``."""
-    yield exc
-    if depth >= 6:
-        return
-    inner: list[object] = [*exc.args, getattr(exc, "reason", None), exc.__cause__, exc.__context__]
-    for candidate in inner:
-        if isinstance(candidate, BaseException) and candidate is not exc:
-            yield from _causes(candidate, depth + 1)
 
 
 def _server_message(answer: _Answer) -> str:
