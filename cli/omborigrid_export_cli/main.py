@@ -85,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handled
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as exc:
+        if args is None and args_list[:1] == ["run"] and "--json" in args_list:
+            # The arguments did not parse, but the caller reads stdout as JSON: keep the promise.
+            print(error_payload(InvalidInput(str(exc))))
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (InvalidInput, ConfigurationError) as exc:

@@ -26,6 +26,8 @@ JOB_PATH = "/api/analytics-export-job"
 class Shaping:
     #: Seconds between the bytes of a job GET's body (headers are sent at once, with the full length).
     drip_seconds: float | None = None
+    #: Seconds between the bytes of a job GET's status line and headers (then the body at once).
+    drip_head_seconds: float | None = None
     #: From this job GET on (1-based), the job's fields are overwritten with ``rewrite``.
     rewrite_from_get: int | None = None
     rewrite: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +93,9 @@ class ApiProxy:
         upstream.close()
         if is_job_get and status == 200:
             body = self._shape(body, shaping)
+        if is_job_get and shaping.drip_head_seconds is not None:
+            self._drip_head(handler, status, content_type, body, shaping.drip_head_seconds)
+            return
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
         if retry_after:
@@ -107,6 +112,19 @@ class ApiProxy:
                 handler.wfile.write(body)
         except OSError:
             handler.close_connection = True
+
+    @staticmethod
+    def _drip_head(handler: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes, pause: float) -> None:
+        head = f"HTTP/1.1 {status} OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        try:
+            for byte in head.encode():
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(pause)
+            handler.wfile.write(body)
+        except OSError:
+            pass
+        handler.close_connection = True
 
     @staticmethod
     def _shape(body: bytes, shaping: Shaping) -> bytes:

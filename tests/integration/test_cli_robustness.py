@@ -290,7 +290,11 @@ def test_given_exactly_the_limit_or_yes_then_the_run_is_planned(cli_env, bucket)
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "x", "1.5"])
-def test_given_a_bad_max_in_flight_then_exit_2(cli_env, bucket, capsys, value):
-    code = main(["run", *args_for(bucket, "--max-in-flight", value)])
+def test_given_a_bad_max_in_flight_then_exit_2_and_still_json(cli_env, simulator, bucket, capsys, value):
+    code, payload, err, _ = run_cli(capsys, *args_for(bucket, "--max-in-flight", value))
     assert code == 2
-    assert "--max-in-flight" in capsys.readouterr().err
+    assert "--max-in-flight" in err
+    assert payload["exports"] == []
+    assert payload["error"]["error"] == "InvalidInput"
+    assert "--max-in-flight" in payload["error"]["message"]
+    assert simulator.stats().jobs_created == 0

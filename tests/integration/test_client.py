@@ -235,7 +235,19 @@ def test_given_a_slow_drip_then_the_call_ends_at_its_deadline(simulator):
         with pytest.raises(ApiUnavailable, match="did not answer completely within the time allowed"):
             client.get_job(job.id)
         elapsed = time.monotonic() - started
-    assert 1.4 <= elapsed < 2.5
+    assert 1.4 <= elapsed < 2.3
+
+
+def test_given_headers_that_drip_then_the_call_still_ends_at_its_deadline(simulator):
+    job = fast_client(simulator).create_job(REQUEST)
+    with api_proxy(simulator.base_url) as proxy:
+        proxy.shaping.drip_head_seconds = 0.2  # each byte well inside the read timeout, the whole far beyond
+        client = fast_client(simulator, base_url=proxy.base_url, call_deadline=1.5, read_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(ApiUnavailable, match="did not answer completely within the time allowed"):
+            client.get_job(job.id)
+        elapsed = time.monotonic() - started
+    assert 1.4 <= elapsed < 2.3
 
 
 def test_given_a_budget_then_a_slow_drip_is_cut_at_the_time_left(simulator):

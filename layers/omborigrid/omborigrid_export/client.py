@@ -8,8 +8,8 @@ Three rules shape it:
 - **Every call has a total deadline**, not only a per-read timeout: ``call_deadline`` seconds, shortened to
   what the caller has left (``time_left``: the CLI's ``--timeout``, a Lambda's remaining time). Connect and
   read timeouts shrink to it, the body is read in pieces against it, and no retry or ``Retry-After`` wait
-  sleeps past it — so a slow drip of bytes cannot hold anyone past their budget. (The status line and
-  headers are bounded per read by the remaining time when the request is sent.)
+  sleeps past it, and at the deadline the connection is cut whatever it is doing (:mod:`http_deadline`) —
+  so a slow drip of bytes, in the headers or the body, cannot hold anyone past their budget.
 - **Nothing leaves untyped**: every requests, urllib3, codec and JSON failure becomes one of :mod:`errors`
   with a sentence. Bodies are capped (a job is small); a 200 whose body is not JSON is
   :class:`GarbledResponse` on a GET (transient: the poll loop asks again) and ambiguous on a POST.
@@ -29,7 +29,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import DecodeError
 from urllib3.util.retry import Retry
 
@@ -45,6 +44,7 @@ from .errors import (
     OmboriGridExportError,
     RequestRejected,
 )
+from .http_deadline import DeadlineAdapter, cut_at
 from .models import ExportJob, ExportRequest, JobIdentity, validate_job_id
 from .redact import describe_exception, host_of, scrub
 
@@ -133,7 +133,7 @@ class OmboriGridClient:
         self._sleep = sleep
         self._session = session or requests.Session()
         # Retries happen in this module's loop, bounded by the call's deadline; urllib3 must not add its own.
-        adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=False, raise_on_status=False))
+        adapter = DeadlineAdapter(max_retries=Retry(total=0, read=False, redirect=False, raise_on_status=False))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = USER_AGENT
@@ -281,44 +281,45 @@ class OmboriGridClient:
         if remaining <= 0:
             raise _DeadlinePassed(sent=False)
         headers = {"Authorization": f"Bearer {self._token(refresh=refresh)}"}
-        response = self._session.request(
-            method,
-            self.base_url + path,
-            json=json_body,
-            headers=headers,
-            timeout=(min(self._connect_timeout, remaining), min(self._read_timeout, remaining)),
-            allow_redirects=False,
-            stream=True,
-        )
-        with response:
-            ok = 200 <= response.status_code < 300
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            cap = MAX_BODY_BYTES if ok else MAX_ERROR_BODY_BYTES
-            try:
-                body, complete = self._read_body(response, cap=cap, deadline=deadline)
-            except DecodeError as exc:
-                return _Answer(response.status_code, b"", retry_after, f"a body that cannot be decoded ({exc})")
-            if not complete and ok:
-                return _Answer(response.status_code, body, retry_after, f"a body larger than {cap // 1024} KiB")
-            return _Answer(response.status_code, body, retry_after)
+        # Whatever phase the exchange is in at the deadline (connecting, headers, body), its socket is cut.
+        with cut_at(time.monotonic() + remaining):
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                json=json_body,
+                headers=headers,
+                timeout=(min(self._connect_timeout, remaining), min(self._read_timeout, remaining)),
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                return self._answer(response, deadline)
+
+    def _answer(self, response: requests.Response, deadline: float) -> _Answer:
+        ok = 200 <= response.status_code < 300
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        cap = MAX_BODY_BYTES if ok else MAX_ERROR_BODY_BYTES
+        try:
+            body, complete = self._read_body(response, cap=cap, deadline=deadline)
+        except DecodeError as exc:
+            return _Answer(response.status_code, b"", retry_after, f"a body that cannot be decoded ({exc})")
+        if not complete and ok:
+            return _Answer(response.status_code, body, retry_after, f"a body larger than {cap // 1024} KiB")
+        return _Answer(response.status_code, body, retry_after)
 
     def _read_body(self, response: requests.Response, *, cap: int, deadline: float) -> tuple[bytes, bool]:
         """The body, or its first ``cap`` bytes, read against the deadline; and whether it was complete."""
         declared = response.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > cap:
             return b"", False
-        raw = response.raw
         body = bytearray()
         while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
+            if self._clock() >= deadline:
                 raise _DeadlinePassed(sent=True)
-            # Each read waits at most for what is left of the call, however slowly the bytes drip in.
-            sock = getattr(getattr(raw, "connection", None), "sock", None)
-            if sock is not None:
-                sock.settimeout(min(self._read_timeout, remaining))
-            piece = raw.read1(min(_READ_PIECE, cap + 1 - len(body)), decode_content=True)
+            piece = response.raw.read1(min(_READ_PIECE, cap + 1 - len(body)), decode_content=True)
             if not piece:
+                if self._clock() >= deadline:  # the end of a body cut at the deadline is no end
+                    raise _DeadlinePassed(sent=True)
                 return bytes(body), True
             body += piece
             if len(body) > cap:
