@@ -6,9 +6,11 @@ The simulator counts what the client actually sent, so each test checks requests
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from omborigrid_export.api_attempts import RetryPolicy
 from omborigrid_export.client import OmboriGridClient
@@ -31,6 +33,7 @@ from tests.integration.api_proxy import api_proxy
 REQUEST = ExportRequest.parse(TENANT, "2026-11-01", "2026-11-01")
 POST = "POST /api/analytics-export-job"
 GET = "GET /api/analytics-export-job"
+JOBS = "/api/analytics-export-job"
 
 
 def fast_client(sim: Any, token: Any = None, **kwargs: Any) -> OmboriGridClient:
@@ -335,3 +338,91 @@ def test_given_a_tls_failure_then_it_is_typed_and_not_retried(simulator):
     # On a POST only a certificate failure proves nothing was sent; any other TLS failure stays ambiguous.
     with pytest.raises(AmbiguousCreate, match="TLS failed"):
         client.create_job(REQUEST)
+
+
+# --- over TLS: certificate failures and the deadline cut ---------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path: Any) -> Iterator[tuple[str, str, list[str]]]:
+    """A TLS server on 127.0.0.1 with a self-signed certificate that drips its answer's status line."""
+    import datetime as dt
+    import http.server
+    import ipaddress
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", str(cert_path), seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_given_an_untrusted_certificate_then_a_post_is_known_unsent_and_not_retried(tls_server):
+    url, _, seen = tls_server
+    client = OmboriGridClient(url, "t", retry=RetryPolicy(attempts=3, backoff=0.01))
+    with pytest.raises(ApiUnavailable, match=r"TLS failed.*CERTIFICATE_VERIFY_FAILED") as caught:
+        client.create_job(REQUEST)
+    assert "after 1 attempts" in str(caught.value)
+    assert seen == []
+
+
+def test_given_a_tls_answer_that_drips_then_the_call_is_cut_at_its_deadline(tls_server):
+    url, cafile, seen = tls_server
+    session = requests.Session()
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
+    session.verify = cafile
+    client = OmboriGridClient(url, "t", session=session, call_deadline=1.0, read_timeout=5.0)
+    started = time.monotonic()
+    with pytest.raises(ApiUnavailable, match="did not answer completely within the time allowed"):
+        client.get_job("0123456789abcdef01234567")
+    assert time.monotonic() - started < 1.8
+    assert seen == [f"{JOBS}/0123456789abcdef01234567"]
