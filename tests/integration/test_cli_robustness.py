@@ -298,3 +298,24 @@ def test_given_a_bad_max_in_flight_then_exit_2_and_still_json(cli_env, simulator
     assert payload["error"]["error"] == "InvalidInput"
     assert "--max-in-flight" in payload["error"]["message"]
     assert simulator.stats().jobs_created == 0
+
+
+def test_given_an_interrupt_mid_run_then_json_still_reports_every_export(cli_env, simulator, s3, bucket, capsys):
+    import os
+    import signal
+    import threading
+
+    simulator.configure(processing_seconds=None)
+    interrupt = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    interrupt.start()
+    try:
+        code, payload, err, elapsed = run_cli(capsys, *args_for(bucket, day_to="2026-11-02"))
+    finally:
+        interrupt.cancel()
+    assert code == 130
+    assert elapsed < 3
+    assert payload["exports"] == []
+    assert [f["error"] for f in payload["failures"]] == ["UnexpectedError", "UnexpectedError"]
+    assert all("interrupted" in f["message"] for f in payload["failures"])
+    assert "interrupted" in err
+    assert_nothing_landed(s3, bucket)
