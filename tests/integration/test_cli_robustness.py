@@ -15,7 +15,7 @@ import pytest
 from omborigrid_export.exporter import Exporter, LandingResult
 from omborigrid_export.models import JobIdentity
 from omborigrid_export_cli.main import build_parser, main
-from omborigrid_export_cli.run import MAX_JOBS_WITHOUT_YES, plan_run
+from omborigrid_export_cli.preflight import MAX_JOBS_WITHOUT_YES, plan_run
 from tests.conftest import TENANT, free_port, object_keys, open_uploads
 from tests.integration.api_proxy import api_proxy
 
