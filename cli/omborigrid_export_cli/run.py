@@ -182,20 +182,27 @@ class Runner:
         self.bar.note(f"created job {item.job.id} for {item.request.label}")
 
     def _step(self, item: Tracked) -> None:
+        """One status check, and the landing when the job is done; an unreadable API answer in either
+        (a garbled 200) costs one check and is asked again, within the poll bounds."""
         assert item.job is not None
         assert item.poll is not None
-        identity = JobIdentity(item.job.id, item.request)
         try:
-            job, item.poll = self.exporter.check(identity, item.poll)
+            self._check_and_land(item, JobIdentity(item.job.id, item.request))
         except GarbledResponse as exc:
+            # Nothing was published yet: a landing re-reads the job before it moves a byte, and a failed
+            # transfer aborts its upload. Asking again from the status check is safe.
             item.poll = item.poll.after_garbled(exc)
-            self.bar.note(f"{item.request.label}: unreadable status answer; asking again in {item.poll.wait_seconds}s")
+            self.bar.finish()
+            self.bar.note(f"{item.request.label}: unreadable API answer; asking again in {item.poll.wait_seconds:g}s")
             item.next_check = self.clock() + item.poll.wait_seconds
-            return
+
+    def _check_and_land(self, item: Tracked, identity: JobIdentity) -> None:
+        assert item.poll is not None
+        job, item.poll = self.exporter.check(identity, item.poll)
         item.job = job
         if job.status is not JobStatus.DONE:
             self.bar.note(
-                f"{item.request.label}: job {job.id} {job.status.value}; next check in {item.poll.wait_seconds}s"
+                f"{item.request.label}: job {job.id} {job.status.value}; next check in {item.poll.wait_seconds:g}s"
             )
             item.next_check = self.clock() + item.poll.wait_seconds
             return

@@ -33,6 +33,8 @@ class Shaping:
     rewrite: dict[str, Any] = field(default_factory=dict)
     #: Answer job GETs with HTTP 200 and a body of this many bytes.
     oversized_bytes: int | None = None
+    #: Job GETs (1-based) answered with HTTP 200 and a truncated body.
+    garbled_gets: tuple[int, ...] = ()
     job_gets: int = 0
     posts: int = 0
 
@@ -130,6 +132,8 @@ class ApiProxy:
     def _shape(body: bytes, shaping: Shaping) -> bytes:
         if shaping.oversized_bytes is not None:
             return b" " * shaping.oversized_bytes
+        if shaping.job_gets in shaping.garbled_gets:
+            return body[: len(body) // 2]
         if shaping.rewrite_from_get is not None and shaping.job_gets >= shaping.rewrite_from_get:
             job = json.loads(body)
             job.update(shaping.rewrite)

@@ -93,6 +93,21 @@ def test_given_three_garbled_status_answers_in_a_row_then_the_export_fails_and_n
     assert_nothing_landed(s3, bucket)
 
 
+def test_given_a_garbled_answer_to_the_re_read_before_landing_then_it_is_asked_again_and_lands(
+    cli_env, simulator, s3, bucket, capsys, monkeypatch
+):
+    simulator.configure(queue_seconds=0, processing_seconds=0)  # done at once: GET 1 checks, GET 2 re-reads
+    with api_proxy(simulator.base_url) as proxy:
+        proxy.shaping.garbled_gets = (2,)
+        monkeypatch.setenv("OMBORIGRID_API_URL", proxy.base_url)
+        code, payload, err, _ = run_cli(capsys, *args_for(bucket))
+        gets = proxy.shaping.job_gets
+    assert code == 0, err
+    (export,) = payload["exports"]
+    assert_identical(s3, simulator, export)
+    assert gets == 4  # check, garbled re-read, check, re-read that landed
+
+
 # --- a slow drip and --timeout ---------------------------------------------------------------------------
 
 
