@@ -35,6 +35,8 @@ class Shaping:
     oversized_bytes: int | None = None
     #: Job GETs (1-based) answered with HTTP 200 and a truncated body.
     garbled_gets: tuple[int, ...] = ()
+    #: Job GETs (1-based) whose connection closes halfway through the announced body.
+    cut_gets: tuple[int, ...] = ()
     job_gets: int = 0
     posts: int = 0
 
@@ -104,6 +106,10 @@ class ApiProxy:
             handler.send_header("Retry-After", retry_after)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
+        if is_job_get and shaping.job_gets in shaping.cut_gets:
+            handler.wfile.write(body[: len(body) // 2])
+            handler.close_connection = True
+            return
         try:
             if is_job_get and shaping.drip_seconds is not None:
                 for i in range(len(body)):

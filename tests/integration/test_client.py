@@ -229,6 +229,14 @@ def test_given_an_oversized_200_then_it_is_refused_after_reading_at_most_the_cap
             fast_client(simulator, base_url=proxy.base_url).get_job(job.id)
 
 
+def test_given_a_get_cut_off_mid_body_then_it_is_retried(simulator):
+    job = fast_client(simulator).create_job(REQUEST)
+    with api_proxy(simulator.base_url) as proxy:
+        proxy.shaping.cut_gets = (1,)
+        assert fast_client(simulator, base_url=proxy.base_url).get_job(job.id).id == job.id
+        assert proxy.shaping.job_gets == 2
+
+
 def test_given_a_slow_drip_then_the_call_ends_at_its_deadline(simulator):
     job = fast_client(simulator).create_job(REQUEST)
     with api_proxy(simulator.base_url) as proxy:
@@ -322,8 +330,9 @@ def test_given_an_unusable_api_url_then_configuration_error_before_any_request(u
         OmboriGridClient(url, "t")
 
 
-def test_given_a_token_that_cannot_go_into_a_header_then_configuration_error_and_nothing_sent(simulator):
-    client = fast_client(simulator, token=lambda *, refresh=False: "tok\u20acen")
+@pytest.mark.parametrize("token", ["tok\u20acen", "tok\nen"], ids=["not-latin-1", "newline"])
+def test_given_a_token_that_cannot_go_into_a_header_then_configuration_error_and_nothing_sent(simulator, token):
+    client = fast_client(simulator, token=lambda *, refresh=False: token)
     with pytest.raises(ConfigurationError, match="cannot be made"):
         client.create_job(REQUEST)
     assert posts(simulator) == 0
