@@ -343,7 +343,7 @@ def test_given_a_tls_failure_then_it_is_typed_and_not_retried(simulator):
     client = OmboriGridClient(simulator.base_url.replace("http://", "https://"), "t", retry=RetryPolicy(attempts=3))
     with pytest.raises(ApiUnavailable, match="TLS failed") as caught:
         client.get_job("0123456789abcdef01234567")
-    assert "after 1 attempts" in str(caught.value)
+    assert "after 1 attempt (" in str(caught.value)
     # On a POST only a certificate failure proves nothing was sent; any other TLS failure stays ambiguous.
     with pytest.raises(AmbiguousCreate, match="TLS failed"):
         client.create_job(REQUEST)
@@ -420,7 +420,7 @@ def test_given_an_untrusted_certificate_then_a_post_is_known_unsent_and_not_retr
     client = OmboriGridClient(url, "t", retry=RetryPolicy(attempts=3, backoff=0.01))
     with pytest.raises(ApiUnavailable, match=r"TLS failed.*CERTIFICATE_VERIFY_FAILED") as caught:
         client.create_job(REQUEST)
-    assert "after 1 attempts" in str(caught.value)
+    assert "after 1 attempt (" in str(caught.value)
     assert seen == []
 
 

@@ -214,7 +214,7 @@ class OmboriGridClient:
                     continue
                 raise ApiUnavailable(
                     f"Could not {what}: {self._host} kept answering HTTP {answer.status} "
-                    f"(tried {retries} times within the time allowed for the call)."
+                    f"({_attempts(retries)} within the time allowed for the call)."
                 )
             return self._interpret(answer, method=method, what=what, job_id=job_id)
 
@@ -235,7 +235,7 @@ class OmboriGridClient:
             )
         if not failure.transient or not self._wait_for_retry(retries, None, deadline):
             raise ApiUnavailable(
-                f"Could not {what}: {self._host} is unreachable after {retries} attempts ({failure.detail})."
+                f"Could not {what}: {self._host} is unreachable after {_attempts(retries)} ({failure.detail})."
             )
 
     def _deadline(self) -> float:
@@ -362,6 +362,10 @@ class OmboriGridClient:
                 "exist. It was not repeated, to avoid a duplicate job."
             )
         raise GarbledResponse(f"The OmboriGrid API answered the request to {what} with {problem}.")
+
+
+def _attempts(count: int) -> str:
+    return "1 attempt" if count == 1 else f"{count} attempts"
 
 
 def _parse(answer: _Answer) -> tuple[Any, str | None]:
