@@ -208,6 +208,7 @@ CANNOT_RAISE = {
         "DownloadUrlExpired": "it never follows the download URL",
         "LedgerUnavailable": "it does not use the ledger",
         "StepFunctionsUnavailable": "it does not call Step Functions",
+        "GarbledResponse": "Exporter.check turns it into a counted poll (PollState.after_garbled), not an error",
     },
     "Download Export": {"StepFunctionsUnavailable": "it does not call Step Functions"},
 }

@@ -41,6 +41,10 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         raise InvalidInput("The state has no 'poll' object; it is added by the 'Prepare Polling' state.")
     job, poll = runtime.exporter(settings.export).check(state.ref.identity, state.poll)
     metrics.add_metric(name="StatusChecks", unit=MetricUnit.Count, value=1)
+    if job is None:
+        # An unreadable answer: the job stays as last seen, so "Is Export Ready" waits and asks again.
+        logger.warning("unreadable status answer", extra={"garbledInARow": poll.garbled_in_a_row})
+        return {**event, "poll": poll.to_dict()}
     logger.info(
         "job status", extra={"status": job.status.value, "attempt": poll.attempt, "nextWait": poll.wait_seconds}
     )

@@ -12,7 +12,7 @@ import pytest
 from functions.check_status import app as check_status
 from functions.create_job import app as create_job
 from functions.download import app as download
-from omborigrid_export.errors import ConfigurationError, InvalidInput, UnexpectedFailure
+from omborigrid_export.errors import ConfigurationError, InvalidApiResponse, InvalidInput, UnexpectedFailure
 from omborigrid_export.state import JobRef
 from tests.conftest import TENANT
 
@@ -124,3 +124,28 @@ def test_given_an_unexpected_failure_then_a_typed_error_with_a_sentence_and_no_t
     assert "\n" not in str(caught.value)
     assert "Traceback" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+def test_given_garbled_status_answers_then_each_costs_one_check_and_the_limit_in_a_row_fails_the_export(
+    function_env: EnvSetter, aws: Resources, context: StubContext, simulator: Any
+) -> None:
+    state = created_state(function_env, aws, context)
+    function_env("CheckStatusFunction")
+    simulator.configure(garbled_status=2)
+
+    first = check_status.lambda_handler(state, context)
+    second = check_status.lambda_handler(first, context)
+
+    # Unreadable answers leave the job as last seen ("Is Export Ready" then waits) and are counted.
+    assert first["job"] == state["job"]
+    assert (first["poll"]["attempt"], first["poll"]["garbledInARow"]) == (1, 1)
+    assert second["poll"]["garbledInARow"] == 2
+    recovered = check_status.lambda_handler(second, context)
+    assert recovered["poll"]["garbledInARow"] == 0
+    assert recovered["job"]["status"] in ("queued", "processing", "done")
+
+    simulator.configure(garbled_status=3)
+    with pytest.raises(InvalidApiResponse, match="3 status answers in a row"):
+        check_status.lambda_handler(
+            check_status.lambda_handler(check_status.lambda_handler(recovered, context), context), context
+        )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from omborigrid_export.errors import ExportTimedOut, InvalidInput, JobExpired
+from omborigrid_export.errors import ExportTimedOut, GarbledResponse, InvalidApiResponse, InvalidInput, JobExpired
 from omborigrid_export.models import ExportJob, JobStatus
 from omborigrid_export.polling import (
     DEFAULT_INITIAL_WAIT,
@@ -196,6 +196,8 @@ def test_given_state_when_round_tripped_through_dict_then_equal() -> None:
         "maxAttempts": 50,
         "maxTotalSeconds": 7200,
         "waitedSeconds": 420,
+        "garbledInARow": 0,
+        "garbledLimit": 3,
     }
     assert PollState.from_dict(data) == state
 
@@ -216,7 +218,17 @@ def test_given_non_object_when_from_dict_then_invalid_input(data: object) -> Non
 
 
 @pytest.mark.parametrize(
-    "field", ["attempt", "waitSeconds", "maxWaitSeconds", "maxAttempts", "maxTotalSeconds", "waitedSeconds"]
+    "field",
+    [
+        "attempt",
+        "waitSeconds",
+        "maxWaitSeconds",
+        "maxAttempts",
+        "maxTotalSeconds",
+        "waitedSeconds",
+        "garbledInARow",
+        "garbledLimit",
+    ],
 )
 @pytest.mark.parametrize("value", [-1, True, False, 1.5, "60", None])
 def test_given_bad_value_when_from_dict_then_invalid_input(field: str, value: Any) -> None:
@@ -234,3 +246,78 @@ def test_given_zero_wait_or_attempts_when_built_then_invalid_input(field: str) -
 
 def test_given_zero_waited_and_attempt_when_built_then_accepted() -> None:
     assert PollState(attempt=0, waited_seconds=0, max_total_seconds=0).max_total_seconds == 0
+
+
+# --- fractions of a second (the CLI) and whole seconds (the state machine) ------------------------------
+
+
+def test_given_fractional_waits_then_they_double_up_to_a_fractional_cap() -> None:
+    state = PollState(wait_seconds=0.25, max_wait_seconds=1.5, max_total_seconds=60)
+    waits = [state.wait_seconds]
+    for _ in range(4):
+        state = state.after_check(job(), NOW)
+        waits.append(state.wait_seconds)
+    assert waits == [0.25, 0.5, 1.0, 1.5, 1.5]
+    assert state.waited_seconds == pytest.approx(3.25)
+
+
+def test_given_whole_waits_then_every_wait_stays_whole_for_the_wait_state() -> None:
+    state = PollState(wait_seconds=7, max_wait_seconds=100, max_total_seconds=1000)
+    for _ in range(12):
+        state = state.after_check(job(), NOW)
+        assert type(state.wait_seconds) is int
+        assert type(state.waited_seconds) is int
+    assert PollState.from_dict(state.to_dict()) == state
+
+
+def test_given_a_fractional_total_when_timed_out_then_the_sentence_shows_the_fractions() -> None:
+    state = PollState(wait_seconds=0.5, max_wait_seconds=0.5, max_total_seconds=1.25, max_attempts=100)
+    state = state.after_check(job(), NOW)
+    state = state.after_check(job(), NOW)
+    with pytest.raises(ExportTimedOut, match=r"after 3 checks over 1\.5 seconds; .*, 1\.25 seconds\)"):
+        state.after_check(job(), NOW)
+
+
+@pytest.mark.parametrize("value", [0, -0.5, float("nan"), float("inf"), True, "1"])
+def test_given_a_bad_wait_when_built_then_invalid_input(value: Any) -> None:
+    with pytest.raises(InvalidInput):
+        PollState(wait_seconds=value)
+
+
+# --- garbled status answers ------------------------------------------------------------------------------
+
+GARBLED = GarbledResponse("The OmboriGrid API answered the request to get export job j with a body that is not JSON.")
+
+
+def test_given_fewer_garbled_answers_than_the_limit_then_each_costs_one_check_and_the_next_wait() -> None:
+    state = PollState(wait_seconds=10, max_wait_seconds=100)
+    state = state.after_garbled(GARBLED)
+    state = state.after_garbled(GARBLED)
+    assert (state.attempt, state.waited_seconds, state.wait_seconds, state.garbled_in_a_row) == (2, 30, 40, 2)
+
+
+def test_given_a_readable_answer_between_garbled_ones_then_the_count_starts_again() -> None:
+    state = PollState(wait_seconds=1, max_wait_seconds=1)
+    for _ in range(5):
+        state = state.after_garbled(GARBLED).after_garbled(GARBLED)
+        assert state.garbled_in_a_row == 2
+        state = state.after_check(job(), NOW)
+        assert state.garbled_in_a_row == 0
+    assert state.attempt == 15
+
+
+def test_given_the_limit_of_garbled_answers_in_a_row_then_invalid_api_response_quoting_the_last() -> None:
+    state = PollState(wait_seconds=1).after_garbled(GARBLED).after_garbled(GARBLED)
+    with pytest.raises(InvalidApiResponse, match=r"3 status answers in a row could not be read.*not JSON"):
+        state.after_garbled(GARBLED)
+
+
+def test_given_garbled_answers_when_the_attempts_run_out_then_export_timed_out() -> None:
+    state = PollState(max_attempts=2, garbled_limit=10).after_garbled(GARBLED)
+    with pytest.raises(ExportTimedOut, match="could not be read"):
+        state.after_garbled(GARBLED)
+
+
+def test_given_a_garbled_count_when_round_tripped_then_kept() -> None:
+    state = PollState(wait_seconds=30).after_garbled(GARBLED)
+    assert PollState.from_dict(state.to_dict()).garbled_in_a_row == 1

@@ -128,3 +128,8 @@ class UnexpectedFailure(OmboriGridExportError):
     """Something failed that the code does not anticipate (a bug, or a library failure nobody translated). A
     function raises this at its boundary instead of the original exception, whose type and scrubbed message
     the sentence names; the function's log has the details."""
+
+
+class GarbledResponse(ApiUnavailable):
+    """The API answered a status check with HTTP 200 but a body that cannot be read as JSON (cut short by a
+    proxy, not JSON, or too large). Transient: the poll loop asks again, and only several in a row fail."""

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from .archive import explode
 from .client import OmboriGridClient
-from .errors import ExportFailed, IntegrityError
+from .errors import ExportFailed, GarbledResponse, IntegrityError
 from .manifest import build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .polling import PollState
@@ -68,9 +68,19 @@ class Exporter:
     def create(self, request: ExportRequest) -> ExportJob:
         return self.client.create_job(request)
 
-    def check(self, identity: JobIdentity, poll: PollState) -> tuple[ExportJob, PollState]:
-        """One status check: the job as it is now and the next poll state (or a typed error)."""
-        job = self.client.get_pinned_job(identity)
+    def check(self, identity: JobIdentity, poll: PollState) -> tuple[ExportJob | None, PollState]:
+        """One status check: the job as it is now and the next poll state (or a typed error).
+
+        An answer that cannot be read (:class:`GarbledResponse`, a 200 cut short by a proxy) gives no job: it
+        costs one check and the next wait, and only the poll state's limit of them in a row fails the export.
+        The CLI and the state machine share this rule here.
+        """
+        try:
+            job = self.client.get_pinned_job(identity)
+        except GarbledResponse as exc:
+            next_poll = poll.after_garbled(exc)
+            logger.warning("%s: unreadable status answer (%s); asking again", identity.label, exc)
+            return None, next_poll
         next_poll = poll.after_check(job, self._now())
         logger.info(
             "job %s is %s after %d checks (next wait %ds)",

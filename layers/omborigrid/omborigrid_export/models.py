@@ -20,7 +20,10 @@ from .errors import ExportFailed, IntegrityError, InvalidApiResponse, InvalidInp
 #: OmboriGrid's own ids are 24-character hex strings, well inside this.
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Job ids from the API become part of execution names (Step Functions allows [A-Za-z0-9_-]), S3 keys (the
+#: ``{jobId}`` placeholder) and ledger keys, so no '.', ':', '/', space or control character gets through.
+#: OmboriGrid's ids are 24-character hex strings.
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,254}$")
 
 
@@ -62,7 +65,9 @@ def parse_date(value: object, *, what: str = "date") -> date:
 
 def validate_job_id(value: object) -> str:
     if not isinstance(value, str) or not _JOB_ID_RE.fullmatch(value):
-        raise InvalidInput(f"The job id {_quote(value)} is not acceptable.")
+        raise InvalidInput(
+            f"The job id {_quote(value)} is not acceptable: a job id is 1 to 128 letters, digits, '_' or '-'."
+        )
     return value
 
 

@@ -19,6 +19,8 @@ from aws_lambda_powertools import Logger
 from omborigrid_export.errors import OmboriGridExportError, UnexpectedFailure
 from omborigrid_export.redact import describe_exception
 
+from . import runtime
+
 logger = Logger(child=True)
 
 R = TypeVar("R")
@@ -27,6 +29,7 @@ R = TypeVar("R")
 def typed_failures(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
     @functools.wraps(handler)
     def wrapper(event: Any, context: Any) -> R:
+        runtime.begin_invocation(context)
         try:
             return handler(event, context)
         except OmboriGridExportError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -75,6 +76,29 @@ def token_provider(current: Settings) -> TokenProvider | str:
     raise ConfigurationError("Neither OMBORIGRID_TOKEN_SECRET nor OMBORIGRID_TOKEN is set.")
 
 
+#: Seconds an API call leaves in hand before the invocation's end: time to raise a typed error and return it.
+API_RESERVE_SECONDS = 5.0
+
+
+class _Invocation:
+    """The Lambda context of the invocation running now (one at a time per execution environment)."""
+
+    context: Any = None
+
+
+def begin_invocation(context: Any) -> None:
+    """Called by the handler boundary on entry: API calls are then bounded by this invocation's time."""
+    _Invocation.context = context
+
+
+def api_time_left() -> float:
+    """Seconds an API call may still take: the invocation's remaining time less a reserve (no bound outside one)."""
+    context = _Invocation.context
+    if context is None:
+        return math.inf
+    return float(context.get_remaining_time_in_millis()) / 1000 - API_RESERVE_SECONDS
+
+
 @cache
 def client(current: Settings) -> OmboriGridClient:
     return OmboriGridClient(
@@ -82,6 +106,7 @@ def client(current: Settings) -> OmboriGridClient:
         token_provider(current),
         connect_timeout=current.api_connect_timeout,
         read_timeout=current.api_read_timeout,
+        time_left=api_time_left,
     )
 
 
