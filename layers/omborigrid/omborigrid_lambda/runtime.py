@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from omborigrid_export.bucket_owner import pin_bucket_owner
 from omborigrid_export.client import OmboriGridClient, TokenProvider
 from omborigrid_export.errors import ConfigurationError
 from omborigrid_export.exporter import Exporter
@@ -89,6 +90,9 @@ def aws(service: str) -> Any:
 
 def s3() -> S3Client:
     result: S3Client = aws("s3")
+    owner = os.environ.get("EXPORT_BUCKET_OWNER")
+    if owner:
+        pin_bucket_owner(result, owner)
     return result
 
 
