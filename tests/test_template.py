@@ -501,9 +501,11 @@ def test_ledger_has_the_state_index() -> None:
     types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
     assert types["state"] == "S"
     assert types["updatedAt"] == "S"
-    # CreateJob queries the index: its DynamoDB grant must cover table/<name>/index/* (DynamoDBCrudPolicy does).
+    # CreateJob queries the index: its DynamoDB grant must name it (the least-privilege test measures the rest).
     policies = as_list(functions()["CreateJobFunction"]["Properties"]["Policies"])
-    assert {"DynamoDBCrudPolicy": {"TableName": {"Ref": "LedgerTable"}}} in policies
+    statements = [s for p in policies if "Statement" in p for s in p["Statement"]]
+    [by_state] = [s for s in statements if s.get("Sid") == "FindEntriesByState"]
+    assert by_state["Resource"] == {"Fn::Sub": "${LedgerTable.Arn}/index/byState"}
 
 
 # ------------------------------------------------------------------------------------------------ alarms and dashboard
