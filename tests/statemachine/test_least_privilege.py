@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from omborigrid_local.engine import LocalStack
+from omborigrid_local.engine.iam import Principal, Request, Statement, evaluate
 from omborigrid_local.engine.least_privilege import Report, check
 from omborigrid_local.engine.needs import Where
 from omborigrid_local.simulator import Simulator
@@ -30,6 +31,7 @@ from .helpers import DAY, created_jobs, events_for, object_keys, request_day, st
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED_TENANT = secrets.token_hex(12)
+ACCOUNT = "123456789012"  # moto's
 MIB = 1024 * 1024
 
 #: Grants the tests cannot use, and why each is kept. Keyed by (principal, action pattern).
@@ -199,3 +201,23 @@ def test_nightly_run_and_requests_landed(stack: LocalStack, report: Report) -> N
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     keys = object_keys(stack, f"{stack.prefix}/tenant={SCHEDULED_TENANT}/dt={yesterday}/")
     assert len(keys) == 2, keys  # the file and its manifest
+
+
+def test_by_default_the_account_may_request_and_other_accounts_may_not(stack: LocalStack) -> None:
+    """Given no RequesterPrincipalArns, then a principal of this account whose IAM policy allows PutEvents may put
+    "Export Requested" on the stack's bus, and no principal of another account may, whatever its own policies."""
+    bus_arn = f"arn:aws:events:{stack.region}:{ACCOUNT}:event-bus/{stack.event_bus}"
+    request = Request("events:PutEvents", bus_arn, (("events:detail-type", ("Export Requested",)),))
+    resource_policies = stack.policies().resource_policies
+    allow_all = [
+        Statement.parse({"Effect": "Allow", "Action": "*", "Resource": "*"}, source="admin", resource_policy=False)
+    ]
+
+    insider = Principal("admin", f"arn:aws:iam::{ACCOUNT}:role/Admin", allow_all, [])
+    outsider = Principal("outsider", "arn:aws:iam::999999999999:role/Admin", allow_all, [])
+
+    assert evaluate(insider, request, resource_policies).allowed
+    denied = evaluate(outsider, request, resource_policies)
+    assert not denied.allowed
+    assert denied.denied_by is not None
+    assert denied.denied_by.source == "ExportEventBus#OnlyTheStacksRequesters"

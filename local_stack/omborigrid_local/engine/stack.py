@@ -120,6 +120,12 @@ class LocalStack:
         self.outcome_queue_url = ""
         self.skipped: list[tuple[str, str]] = []
 
+    @classmethod
+    def running(cls) -> LocalStack | None:
+        """The stack running in this process, if any (one at a time)."""
+        with cls._active_lock:
+            return cls._active
+
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalStack:
         self.start()
