@@ -161,6 +161,7 @@ class LocalStack:
         try:
             if self._mock is not None:
                 self._stop_executions()
+                self._report_least_privilege()
         finally:
             if self._delivery is not None:
                 self._delivery.uninstall()
@@ -403,6 +404,7 @@ class LocalStack:
         for key, folder in translated.code_zips.items():
             s3.put_object(Bucket=code_bucket, Key=key, Body=zip_folder(folder))
         self.client("secretsmanager").create_secret(Name=self.parameters["TokenSecret"], SecretString=self._token)
+        self._create_existing_bucket()
 
         cloudformation = self.client("cloudformation")
         cloudformation.create_stack(
@@ -430,6 +432,25 @@ class LocalStack:
 
         powertools_parameters.clear_caches()  # type: ignore[no-untyped-call]  # a secret cached by an earlier stack
         self._time.install()
+
+    def _create_existing_bucket(self) -> None:
+        """Stand in for the operator's own bucket when the parameters name one (``ExistingBucketName``), encrypted
+        by default with ``BucketKmsKeyArn`` when given (moto's S3 reports the key on every object; it does not call
+        KMS, so the key need not exist)."""
+        name = self.parameters.get("ExistingBucketName")
+        if not name:
+            return
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        key_arn = self.parameters.get("BucketKmsKeyArn")
+        if key_arn:
+            default = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
+            s3.put_bucket_encryption(
+                Bucket=name,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}]
+                },
+            )
 
     def _create_state_machines(self, translated: TranslatedTemplate) -> None:
         """Re-create each state machine where moto executes it, with DefinitionSubstitutions applied."""
@@ -579,6 +600,15 @@ class LocalStack:
     def _current_state(self, execution_arn: str) -> str:
         states = entered_states(self.history(execution_arn))
         return states[-1] if states else "(no state yet)"
+
+    def _report_least_privilege(self) -> None:
+        """Say, as the stack closes (the demo, a test run), whether any call the template would refuse was made."""
+        if self._translated is None or not self.resources:
+            return  # the stack was not built that far
+        report = self.least_privilege()
+        logger.info("least privilege: %s", report.summary())
+        for missing in report.missing:
+            logger.warning("the template's policies would refuse: %s", missing)
 
     def _stop_executions(self) -> None:
         """Abort what still runs and give the interpreter threads a bounded time to notice."""
