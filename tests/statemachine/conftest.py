@@ -18,7 +18,7 @@ import pytest
 from omborigrid_local.engine import LocalStack
 from omborigrid_local.simulator import Simulator
 
-from .helpers import fresh_config
+from .helpers import GUARDED, LEAST_PRIVILEGE_LINES, fresh_config
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def tenant() -> str:
 
 
 @pytest.fixture(autouse=True)
-def every_call_is_allowed() -> Iterator[None]:
+def every_call_is_allowed(pytestconfig: pytest.Config) -> Iterator[None]:
     """Fails the test (in its teardown) when a call it caused is one the template's policies would refuse."""
     stack = LocalStack.running()
     first = len(stack.recorder) if stack is not None else 0
@@ -50,4 +50,23 @@ def every_call_is_allowed() -> Iterator[None]:
     if stack is None or LocalStack.running() is not stack:
         return
     report = stack.least_privilege(stack.recorder.since(first))
+    totals = pytestconfig.stash.setdefault(GUARDED, {"tests": 0, "calls": 0, "pairs": 0})
+    totals["tests"] += 1
+    totals["calls"] += report.calls
+    totals["pairs"] += len(report.checked)
     assert report.missing == [], report.details()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The least-privilege figures, printed whatever the output capture (they are what `make test` must show)."""
+    lines = list(config.stash.get(LEAST_PRIVILEGE_LINES, []))
+    totals = config.stash.get(GUARDED, None)
+    if totals:
+        lines.append(
+            f"after each of {totals['tests']} tests: {totals['calls']} calls, {totals['pairs']} (principal, action, "
+            "resource) pairs checked, none refused (or that test failed)"
+        )
+    if lines:
+        terminalreporter.section("least privilege (template.yaml against the calls recorded)")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -27,7 +27,7 @@ from omborigrid_local.engine.least_privilege import Report, check
 from omborigrid_local.engine.needs import Where
 from omborigrid_local.simulator import Simulator
 
-from .helpers import DAY, created_jobs, events_for, object_keys, request_day, start_stack
+from .helpers import DAY, LEAST_PRIVILEGE_LINES, created_jobs, events_for, object_keys, request_day, start_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED_TENANT = secrets.token_hex(12)
@@ -139,14 +139,15 @@ def _run_every_path(stack: LocalStack, sim: Simulator) -> None:
 
 
 @pytest.fixture(scope="module")
-def report(stack: LocalStack, module_simulator: Simulator) -> Report:
+def report(stack: LocalStack, module_simulator: Simulator, pytestconfig: pytest.Config) -> Report:
     module_simulator.reset()
     _run_every_path(stack, module_simulator)
     stack.wait_for_executions(1, timeout=60)
     result = stack.least_privilege(reasons=UNUSED_GRANT_REASONS)
-    print("\n" + result.details())
-    for grant, reason in result.excused:
-        print(f"  kept unused: {grant.principal} {grant.action} on {grant.resource}: {reason}")
+    lines = result.details().splitlines()
+    lines += [f"  kept unused: {g.principal} {g.action} on {g.resource}: {why}" for g, why in result.excused]
+    pytestconfig.stash.setdefault(LEAST_PRIVILEGE_LINES, []).extend(lines)
+    print("\n" + "\n".join(lines))
     return result
 
 
@@ -176,7 +177,9 @@ def test_every_s3_call_names_the_expected_bucket_owner(stack: LocalStack, report
     assert owners == {stack.client("sts").get_caller_identity()["Account"]}, owners
 
 
-def test_a_removed_grant_fails_the_check(stack: LocalStack, report: Report, tmp_path: Path) -> None:
+def test_a_removed_grant_fails_the_check(
+    stack: LocalStack, report: Report, tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
     """Given a copy of template.yaml without the Download function's s3:PutObject, when the same calls are
     checked against it, then every landing call is reported missing (and the grant's absence is not "unused")."""
     text = (REPO_ROOT / "template.yaml").read_text(encoding="utf-8")
@@ -189,7 +192,7 @@ def test_a_removed_grant_fails_the_check(stack: LocalStack, report: Report, tmp_
     where = Where(account=stack.client("sts").get_caller_identity()["Account"], region=stack.region)
     result = check(stack.policies(tmp_path / "template.yaml"), stack.calls, where, reasons=UNUSED_GRANT_REASONS)
 
-    print("\n" + result.summary())
+    pytestconfig.stash.setdefault(LEAST_PRIVILEGE_LINES, []).append(f"with s3:PutObject removed: {result.summary()}")
     assert result.missing
     assert all("s3:PutObject" in m and m.startswith("DownloadFunction s3:") for m in result.missing), result.missing
     landing = {m.split(":")[1].split()[0] for m in result.missing}

@@ -50,13 +50,17 @@ class Report:
     unused: list[Grant] = field(default_factory=list)
     excused: list[tuple[Grant, str]] = field(default_factory=list)
     used: set[Grant] = field(default_factory=set)
+    #: Whether unused grants were looked for (``check`` with ``reasons``).
+    both_ways: bool = False
 
     def summary(self) -> str:
-        return (
+        text = (
             f"calls recorded: {self.calls}; (principal, action, resource) pairs checked: {len(self.checked)}; "
-            f"missing: {len(self.missing)}; unused without a reason: {len(self.unused)}; "
-            f"unused with a written reason: {len(self.excused)}"
+            f"missing: {len(self.missing)}"
         )
+        if not self.both_ways:
+            return text + "; unused grants: not looked for"
+        return f"{text}; unused without a reason: {len(self.unused)}; unused with a written reason: {len(self.excused)}"
 
     def details(self) -> str:
         lines = [self.summary()]
@@ -131,6 +135,7 @@ def check(
             elif not decision.allowed:
                 report.missing.append(f"{call.label}: {describe(request)} is not allowed")
     if reasons is not None:
+        report.both_ways = True
         for principal in policies.principals.values():
             for grant in principal.grants():
                 if grant in report.used:
