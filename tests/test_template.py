@@ -435,7 +435,8 @@ def test_every_parameter_default_passes_each_function_settings() -> None:
                 values[name] = value
             else:  # a resource's name or ARN: its shape is checked elsewhere
                 values[name] = {
-                    "EXPORT_STATE_MACHINE_ARN": "arn:aws:states:eu-west-1:123456789012:stateMachine:export"
+                    "EXPORT_STATE_MACHINE_ARN": "arn:aws:states:eu-west-1:123456789012:stateMachine:export",
+                    "EXPORT_BUCKET_OWNER": "123456789012",  # the deploying account (AWS::AccountId) by default
                 }.get(name, "resource-name")
         values.setdefault("OMBORIGRID_TOKEN_SECRET", "secret")
         settings_model(logical_id).from_env(values)
@@ -509,9 +510,11 @@ def test_ledger_has_the_state_index() -> None:
     types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
     assert types["state"] == "S"
     assert types["updatedAt"] == "S"
-    # CreateJob queries the index: its DynamoDB grant must cover table/<name>/index/* (DynamoDBCrudPolicy does).
+    # CreateJob queries the index: its DynamoDB grant must name it (the least-privilege test measures the rest).
     policies = as_list(functions()["CreateJobFunction"]["Properties"]["Policies"])
-    assert {"DynamoDBCrudPolicy": {"TableName": {"Ref": "LedgerTable"}}} in policies
+    statements = [s for p in policies if "Statement" in p for s in p["Statement"]]
+    [by_state] = [s for s in statements if s.get("Sid") == "FindEntriesByState"]
+    assert by_state["Resource"] == {"Fn::Sub": "${LedgerTable.Arn}/index/byState"}
 
 
 # ------------------------------------------------------------------------------------------------ alarms and dashboard

@@ -1,7 +1,8 @@
 """``request`` and ``status``: talk to a deployed stack.
 
-``request`` puts an "Export Requested" event on the stack's bus (validated exactly as CreateJob validates
-it). ``status`` reads the ledger and shows, per tenant, which days landed, are in flight or pending,
+``request`` puts an "Export Requested" event on the stack's own event bus, named by the stack's
+``EventBusName`` output (validated exactly as CreateJob validates it); the stack accepts the event only there, and
+only from the principals its bus policy lists. ``status`` reads the ledger and shows, per tenant, which days landed, are in flight or pending,
 failed, or are missing: a calendar grid on a terminal, or ``--json``.
 """
 
@@ -33,7 +34,9 @@ def add_parsers(sub: Any) -> None:
     request.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD")
     request.add_argument("--split", choices=("daily", "none"), default="daily")
     request.add_argument("--force", action="store_true", help="re-export days that already landed")
-    request.add_argument("--bus", default="default", help="event bus name or ARN (default: default)")
+    bus = request.add_mutually_exclusive_group(required=True)
+    bus.add_argument("--stack", help="the deployed stack's name (the event goes to its EventBusName output)")
+    bus.add_argument("--bus", help="the stack's event bus, by name or ARN")
     request.add_argument("--json", action="store_true")
 
     status = sub.add_parser("status", help="what landed per tenant and day (reads the stack's ledger)")
@@ -57,13 +60,14 @@ def command_request(args: argparse.Namespace) -> int:
         "force": bool(args.force),
     }
     request = AdhocRequest.from_detail(detail)  # the same validation CreateJob applies
+    bus = args.bus or stack_output(args.stack, "EventBusName")
     response = boto3.client("events").put_events(
         Entries=[
             {
                 "Source": SOURCE,
                 "DetailType": "Export Requested",
                 "Detail": json.dumps(detail),
-                "EventBusName": args.bus,
+                "EventBusName": bus,
             }
         ]
     )
@@ -78,12 +82,13 @@ def command_request(args: argparse.Namespace) -> int:
     else:
         print(
             f"requested {count} export(s) for {', '.join(request.tenants)} {args.date_from}..{args.date_to} "
-            f"(event {entry['EventId']})"
+            f"on {bus} (event {entry['EventId']})"
         )
     return 0
 
 
-def ledger_table_of(stack: str) -> str:
+def stack_output(stack: str, key: str) -> str:
+    """One output of a deployed omborigrid-export stack."""
     import boto3
     from botocore.exceptions import ClientError
 
@@ -94,9 +99,11 @@ def ledger_table_of(stack: str) -> str:
             f"Cannot read stack {stack!r}: {exc.response.get('Error', {}).get('Message')}"
         ) from None
     for output in outputs:
-        if output.get("OutputKey") == "LedgerTableName":
+        if output.get("OutputKey") == key:
             return str(output["OutputValue"])
-    raise ConfigurationError(f"Stack {stack!r} has no LedgerTableName output; is it an omborigrid-export stack?")
+    raise ConfigurationError(
+        f"Stack {stack!r} has no {key} output; is it an omborigrid-export stack of this version or later?"
+    )
 
 
 def day_states(entries: Sequence[LedgerEntry], days: Sequence[date]) -> dict[date, LedgerEntry | None]:
@@ -121,7 +128,7 @@ def command_status(args: argparse.Namespace) -> int:
         raise InvalidInput("--from must not be after --to.")
     if (last - first).days >= MAX_STATUS_DAYS:
         raise InvalidInput(f"Ask for at most {MAX_STATUS_DAYS} days at a time.")
-    table = args.table or ledger_table_of(args.stack)
+    table = args.table or stack_output(args.stack, "LedgerTableName")
     ledger = Ledger(boto3.client("dynamodb"), table)
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     report: dict[str, Any] = {"tenants": []}

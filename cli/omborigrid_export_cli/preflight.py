@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from omborigrid_export.bucket_owner import pin_bucket_owner
 from omborigrid_export.errors import ConfigurationError, InvalidInput
 from omborigrid_export.models import ExportRequest, parse_date, validate_tenant_id
 from omborigrid_export.polling import PollState
@@ -171,4 +172,7 @@ def s3_clients(settings: Settings) -> tuple[S3Client, S3Client]:
         )
     except (BotoCoreError, ValueError) as exc:
         raise ConfigurationError(f"An S3 client cannot be made: {describe_exception(exc)}.") from None
+    if settings.expected_bucket_owner:
+        for client in (s3, probe):
+            pin_bucket_owner(client, settings.expected_bucket_owner)
     return s3, probe

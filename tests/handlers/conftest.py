@@ -153,13 +153,22 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
                 **api,
                 "LEDGER_TABLE": aws.table,
                 "EXPORT_BUCKET": aws.bucket,
+                # moto's default account: every S3 call names it as the bucket's expected owner.
+                "EXPORT_BUCKET_OWNER": "123456789012",
                 "OMBORIGRID_PART_SIZE_MIB": "8",
                 "OMBORIGRID_TRANSFER_CONCURRENCY": "4",
                 "OMBORIGRID_TRANSFER_ATTEMPTS": "5",
             },
         }[function]
         variables: dict[str, str | None] = {**variables, **overrides}
-        for name in {*api, "LEDGER_TABLE", "EXPORT_BUCKET", "EXPORT_QUEUE_URL", "EXPORT_STATE_MACHINE_ARN"}:
+        for name in {
+            *api,
+            "LEDGER_TABLE",
+            "EXPORT_BUCKET",
+            "EXPORT_BUCKET_OWNER",
+            "EXPORT_QUEUE_URL",
+            "EXPORT_STATE_MACHINE_ARN",
+        }:
             monkeypatch.delenv(name, raising=False)
         for name, value in {**POWERTOOLS, **variables}.items():
             if value is None:

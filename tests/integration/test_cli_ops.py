@@ -33,7 +33,8 @@ def test_request_puts_a_valid_export_requested_event_on_the_bus(aws: str, capsys
     )
     events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": queue_arn}])
     # When
-    code = main(["request", "--tenant", TENANT, "--from", "2026-10-01", "--to", "2026-10-31", "--force", "--json"])
+    argv = ["request", "--bus", "default", "--tenant", TENANT, "--from", "2026-10-01", "--to", "2026-10-31"]
+    code = main([*argv, "--force", "--json"])
     # Then
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
@@ -51,8 +52,41 @@ def test_request_puts_a_valid_export_requested_event_on_the_bus(aws: str, capsys
     }
 
 
+def test_request_to_a_stack_puts_the_event_on_its_own_bus(aws: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Given a stack whose EventBusName output names its bus, when `request --stack` runs, then the event is put on
+    that bus (a rule there sees it) and not on the default bus."""
+    name = f"omborigrid-{uuid.uuid4().hex[:8]}"
+    template = {
+        "Resources": {"Bus": {"Type": "AWS::Events::EventBus", "Properties": {"Name": f"{name}-export"}}},
+        "Outputs": {"EventBusName": {"Value": {"Fn::GetAtt": ["Bus", "Name"]}}},
+    }
+    boto3.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    queues = {}
+    for bus in (f"{name}-export", "default"):
+        url = sqs.create_queue(QueueName=f"captured-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        rule = f"requested-{uuid.uuid4().hex[:8]}"
+        events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps({"detail-type": ["Export Requested"]}))
+        events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
+        queues[bus] = url
+
+    code = main(["request", "--stack", name, "--tenant", TENANT, "--from", "2026-10-01", "--to", "2026-10-01"])
+
+    assert code == 0
+    assert f"on {name}-export" in capsys.readouterr().out
+    [message] = sqs.receive_message(QueueUrl=queues[f"{name}-export"], WaitTimeSeconds=2)["Messages"]
+    assert json.loads(message["Body"])["detail"]["dataDateFrom"] == "2026-10-01"
+    assert sqs.receive_message(QueueUrl=queues["default"], WaitTimeSeconds=0).get("Messages", []) == []
+
+
+def test_request_names_its_bus_or_stack(aws: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["request", "--tenant", TENANT, "--from", "2026-10-01", "--to", "2026-10-02"]) == 2
+    assert "--stack" in capsys.readouterr().err
+
+
 def test_request_with_bad_input_sends_nothing_and_exits_2(aws: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["request", "--tenant", "a/b", "--from", "2026-10-01", "--to", "2026-10-02"]) == 2
+    assert main(["request", "--bus", "default", "--tenant", "a/b", "--from", "2026-10-01", "--to", "2026-10-02"]) == 2
     assert "not acceptable" in capsys.readouterr().err
 
 

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Any
 
+import pytest
+
 from omborigrid_local.engine import LocalStack
 from omborigrid_local.simulator import Simulator, SimulatorConfig
 
@@ -20,6 +22,11 @@ WAIT_SCALE = 1 / TIME_SCALE
 
 #: A date far from "today", for ad-hoc requests (the nightly path uses yesterday).
 DAY = "2026-11-01"
+
+#: Lines the least-privilege test leaves for the end of the run's output (conftest.py prints them).
+LEAST_PRIVILEGE_LINES = pytest.StashKey[list[str]]()
+#: Tests, calls and (principal, action, resource) pairs conftest.py's guard checked after each test.
+GUARDED = pytest.StashKey[dict[str, int]]()
 
 
 def fresh_config(**knobs: Any) -> SimulatorConfig:

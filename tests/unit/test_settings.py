@@ -255,6 +255,7 @@ DOWNLOAD = {
     **COMMON,
     "LEDGER_TABLE": "ledger",
     "EXPORT_BUCKET": "lake",
+    "EXPORT_BUCKET_OWNER": "123456789012",
     "OMBORIGRID_PART_SIZE_MIB": "16",
     "OMBORIGRID_TRANSFER_CONCURRENCY": "4",
     "OMBORIGRID_TRANSFER_ATTEMPTS": "3",
@@ -293,6 +294,9 @@ def test_given_the_download_environment_then_the_transfer_and_landing_values_par
     assert DownloadSettings.from_env({**DOWNLOAD, "DOWNLOAD_TIME_BUDGET_SECONDS": "7"}).time_budget_seconds == 7.0
     local = DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_ALLOW_LOCAL_URLS": "1"})
     assert local.export.allow_local_urls is True
+    assert settings.export.expected_bucket_owner == "123456789012"
+    with pytest.raises(ConfigurationError, match="12-digit"):
+        DownloadSettings.from_env({**DOWNLOAD, "EXPORT_BUCKET_OWNER": "acme"})
 
 
 def test_given_an_empty_tenant_list_then_no_tenant_is_scheduled() -> None:

@@ -9,6 +9,7 @@ function reads; ``tests/test_template.py`` compares it with the function's envir
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ class DownloadSettings:
         *TRANSFER_VARIABLES,
         Variable("LEDGER_TABLE"),
         Variable("EXPORT_BUCKET"),
+        Variable("EXPORT_BUCKET_OWNER"),
         #: Caps an invocation's transfer time below Lambda's remaining time (tests and tuning).
         Variable("DOWNLOAD_TIME_BUDGET_SECONDS", required=False),
     )
@@ -153,7 +155,9 @@ class DownloadSettings:
             if budget < 1:
                 raise ConfigurationError(f"DOWNLOAD_TIME_BUDGET_SECONDS must be at least 1 second, not {budget:g}.")
         return cls(
-            export=env.export_settings(transfer),
+            export=dataclasses.replace(
+                env.export_settings(transfer), expected_bucket_owner=env.name("EXPORT_BUCKET_OWNER")
+            ),
             ledger_table=env.name("LEDGER_TABLE"),
             bucket=env.name("EXPORT_BUCKET"),
             time_budget_seconds=budget,

@@ -8,6 +8,7 @@ template.yaml's parameters), and pass what is needed down. Names are a contract 
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from .errors import ConfigurationError
 from .layout import DEFAULT_ARCHIVE_KEY_TEMPLATE, DEFAULT_KEY_TEMPLATE, KeyLayout
 
 DEFAULT_API_URL = "https://api.omborigrid.com"
+_ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_CONCURRENCY = 8
@@ -67,8 +69,15 @@ class Settings:
     archive_layout: KeyLayout = field(default_factory=lambda: KeyLayout(template=DEFAULT_ARCHIVE_KEY_TEMPLATE))
     #: Written by the CLI (from --dest), read by nothing: the bucket is passed to each landing.
     bucket: str | None = None
+    #: The AWS account that must own the bucket (EXPORT_BUCKET_OWNER): every S3 call names it as
+    #: ExpectedBucketOwner, so a bucket of another account is never written (omborigrid_export.bucket_owner).
+    expected_bucket_owner: str | None = None
 
     def __post_init__(self) -> None:
+        if self.expected_bucket_owner is not None and not _ACCOUNT_ID.fullmatch(self.expected_bucket_owner):
+            raise ConfigurationError(
+                f"EXPORT_BUCKET_OWNER must be a 12-digit AWS account id, not {self.expected_bucket_owner!r}."
+            )
         parts = urlsplit(self.api_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ConfigurationError(f"OMBORIGRID_API_URL {self.api_url!r} is not an http(s) URL.")
@@ -107,6 +116,7 @@ class Settings:
             token=env.get("OMBORIGRID_TOKEN") or None,
             token_secret=env.get("OMBORIGRID_TOKEN_SECRET") or None,
             allow_local_urls=is_on(env.get("OMBORIGRID_ALLOW_LOCAL_URLS", "")),
+            expected_bucket_owner=env.get("EXPORT_BUCKET_OWNER") or None,
             transfer=transfer,
             layout=layout,
             archive_layout=archive_layout,

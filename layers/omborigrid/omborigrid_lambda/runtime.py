@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, cast
 import boto3
 from botocore.config import Config
 
+from omborigrid_export.bucket_owner import pin_bucket_owner
 from omborigrid_export.client import OmboriGridClient, TokenProvider
 from omborigrid_export.errors import ConfigurationError
 from omborigrid_export.executions import Executions
@@ -118,14 +119,20 @@ def aws(service: str) -> Any:
     )
 
 
-def s3() -> S3Client:
-    result: S3Client = aws("s3")
+@cache
+def s3(expected_owner: str | None = None) -> S3Client:
+    """An S3 client; with ``expected_owner`` every call it makes names that account as the bucket's owner."""
+    result: S3Client = boto3.client(
+        "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+    )
+    if expected_owner:
+        pin_bucket_owner(result, expected_owner)
     return result
 
 
 @cache
 def exporter(current: Settings) -> Exporter:
-    return Exporter(current, client(current), s3())
+    return Exporter(current, client(current), s3(current.expected_bucket_owner))
 
 
 @cache
@@ -141,5 +148,5 @@ def executions(state_machine_arn: str) -> Executions:
 def reset() -> None:
     """Forget cached settings and clients (tests change the environment between invocations)."""
     _settings.clear()
-    for cached in (client, aws, exporter, ledger, executions):
+    for cached in (client, aws, s3, exporter, ledger, executions):
         cached.cache_clear()

@@ -27,11 +27,12 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TextIO
 
+from .calls import CallRecorder
 from .template import FunctionSource
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class LocalFunction:
     log_group: str
     module: ModuleType | None = None
     invocations: int = 0
+    #: Powertools Parameters' providers (and their cached values) of this function's "process".
+    parameter_providers: dict[str, Any] = field(default_factory=dict)
 
 
 class OutputRouter(io.TextIOBase):
@@ -133,8 +136,10 @@ class Invoker:
         *,
         console_thread: threading.Thread | None = None,
         log_sink: Callable[[str, str], None] | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self._functions: dict[str, LocalFunction] = {}
+        self._recorder = recorder
         self._console_thread = console_thread
         self._log_sink = log_sink
         self._active: tuple[threading.Thread, io.StringIO] | None = None
@@ -224,7 +229,11 @@ class Invoker:
             self._depth += 1
             try:
                 others = {key for f in self.functions for key in f.environment} - set(function.environment)
-                with self._environment(function.environment, strip=others):
+                with (
+                    self._environment(function.environment, strip=others),
+                    self._as_principal(function),
+                    _own_parameter_cache(function),
+                ):
                     _reset_runtime()
                     try:
                         handler = self._handler(function)
@@ -261,6 +270,12 @@ class Invoker:
                 time.monotonic() - started,
             )
             return payload, errored, logs
+
+    def _as_principal(self, function: LocalFunction) -> AbstractContextManager[None]:
+        """The AWS calls the handler makes in this thread are the function's (see :mod:`.calls`)."""
+        if self._recorder is None:
+            return nullcontext()
+        return self._recorder.running(function.source.logical_id)
 
     def _handler(self, function: LocalFunction) -> Callable[[Any, Any], Any]:
         if function.module is None:
@@ -303,6 +318,26 @@ class Invoker:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = previous
+
+
+@contextmanager
+def _own_parameter_cache(function: LocalFunction) -> Iterator[None]:
+    """Give the function its own Powertools Parameters cache, as its own process on AWS would have.
+
+    One shared cache would let a secret read by one function serve another, which hides calls (and the
+    permissions they need) of the second from the tests.
+    """
+    from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+
+    outer = dict(DEFAULT_PROVIDERS)
+    DEFAULT_PROVIDERS.clear()
+    DEFAULT_PROVIDERS.update(function.parameter_providers)
+    try:
+        yield
+    finally:
+        function.parameter_providers = dict(DEFAULT_PROVIDERS)
+        DEFAULT_PROVIDERS.clear()
+        DEFAULT_PROVIDERS.update(outer)
 
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:

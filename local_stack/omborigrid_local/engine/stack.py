@@ -12,7 +12,7 @@ How it is built (see the package docstring for the why):
    non-executing backend, so the definition is substituted here (values resolved by the stack's own resource
    map) and created again through the Step Functions API under the same name (same ARN as the functions'
    ``EXPORT_STATE_MACHINE_ARN``). Each function is mapped to its handler (:mod:`.invoker`).
-5. An EventBridge rule on the default bus sends ``omborigrid.export`` outcome events to a capture queue.
+5. An EventBridge rule on the stack's own bus sends ``omborigrid.export`` outcome events to a capture queue.
 6. Patches for what moto does not do: rule → Lambda targets (:mod:`.eventbridge`; moto would even fail the
    PutEvents) and shortened waits (:mod:`.timing`). Scheduler schedules never fire: ``deliver_scheduled``.
 """
@@ -30,9 +30,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .calls import Call, CallRecorder
 from .eventbridge import Delivery, FailedDelivery, LambdaTargetDelivery
 from .history import entered_states
 from .invoker import Invoker, LocalFunction
+from .least_privilege import PolicySet, Report, check, policy_set
+from .needs import Where
 from .template import TranslatedTemplate, parameter_names, translate, zip_folder
 from .timing import TimeScaling
 
@@ -109,11 +112,19 @@ class LocalStack:
         self._outcomes: list[dict[str, Any]] = []
         self._log_file: Any = None
         self._account = ""
+        #: Every AWS call made while the stack runs, by principal (see :mod:`.calls`).
+        self.recorder = CallRecorder()
         self.outputs: dict[str, str] = {}
         self.resources: dict[str, str] = {}
         self.state_machine_arn = ""
         self.outcome_queue_url = ""
         self.skipped: list[tuple[str, str]] = []
+
+    @classmethod
+    def running(cls) -> LocalStack | None:
+        """The stack running in this process, if any (one at a time)."""
+        with cls._active_lock:
+            return cls._active
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalStack:
@@ -135,6 +146,7 @@ class LocalStack:
         try:
             started = time.monotonic()
             self._isolate_environment()
+            self.recorder.install()
             self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
             self._mock.start()
             self._deploy()
@@ -149,6 +161,7 @@ class LocalStack:
         try:
             if self._mock is not None:
                 self._stop_executions()
+                self._report_least_privilege()
         finally:
             if self._delivery is not None:
                 self._delivery.uninstall()
@@ -157,6 +170,7 @@ class LocalStack:
                 self._invoker.uninstall()
                 self._invoker = None
             self._time.uninstall()
+            self.recorder.uninstall()
             if self._mock is not None:
                 self._mock.stop()
                 self._mock = None
@@ -179,6 +193,11 @@ class LocalStack:
     @property
     def prefix(self) -> str:
         return self.outputs.get("ExportPrefix", "")
+
+    @property
+    def event_bus(self) -> str:
+        """The stack's own event bus (its ``EventBusName`` output), where the outcome events go out."""
+        return self.outputs.get("EventBusName", "default")
 
     @property
     def queue_url(self) -> str:
@@ -215,6 +234,41 @@ class LocalStack:
         assert self._invoker is not None
         local = self._invoker.get(self.function_name(logical_id))
         return local.invocations if local is not None else 0
+
+    @property
+    def calls(self) -> list[Call]:
+        """Every AWS call recorded since the stack started (the engine's and the test's own are ``local``)."""
+        return self.recorder.since(0)
+
+    def policies(self, template: Path | None = None) -> PolicySet:
+        """The stack's roles and resource policies, as SAM translated them, resolved to this stack's names.
+
+        ``template``: read the policies from another copy of template.yaml instead (same logical ids and
+        parameters), e.g. one with a grant removed, to see the check fail.
+        """
+        from moto.cloudformation.parsing import clean_json
+
+        assert self._translated is not None
+        translated = self._translated.full
+        if template is not None:
+            translated = translate(
+                template, parameters=self.parameters, region=self.region, code_bucket=f"{self.stack_name}-artifacts"
+            ).full
+        resource_map = self._resource_map()
+
+        def active(logical_id: str) -> bool:
+            condition = translated["Resources"][logical_id].get("Condition")
+            return condition is None or bool(resource_map.lazy_condition_map[condition])
+
+        return policy_set(translated, lambda node: clean_json(node, resource_map), active)
+
+    def least_privilege(
+        self, calls: list[Call] | None = None, *, reasons: dict[tuple[str, str], str] | None = None
+    ) -> Report:
+        """Check ``calls`` (default: all recorded) against the template's policies; with ``reasons``, both ways
+        (see :mod:`.least_privilege`)."""
+        where = Where(account=self._account_id(), region=self.region)
+        return check(self.policies(), self.calls if calls is None else calls, where, reasons=reasons)
 
     # ----------------------------------------------------------------- driving it
     def invoke(self, function: str, event: Any) -> Any:
@@ -306,7 +360,7 @@ class LocalStack:
             kwargs["nextToken"] = page["nextToken"]
 
     def outcome_events(self) -> list[dict[str, Any]]:
-        """Every "Export Completed"/"Export Failed" event put on the default bus since the stack started.
+        """Every "Export Completed"/"Export Failed" event put on the stack's bus since the stack started.
 
         Captured by an EventBridge rule → SQS queue; each is the full event (``detail-type``, ``detail``...).
         """
@@ -350,6 +404,7 @@ class LocalStack:
         for key, folder in translated.code_zips.items():
             s3.put_object(Bucket=code_bucket, Key=key, Body=zip_folder(folder))
         self.client("secretsmanager").create_secret(Name=self.parameters["TokenSecret"], SecretString=self._token)
+        self._create_existing_bucket()
 
         cloudformation = self.client("cloudformation")
         cloudformation.create_stack(
@@ -378,14 +433,30 @@ class LocalStack:
         powertools_parameters.clear_caches()  # type: ignore[no-untyped-call]  # a secret cached by an earlier stack
         self._time.install()
 
+    def _create_existing_bucket(self) -> None:
+        """Stand in for the operator's own bucket when the parameters name one (``ExistingBucketName``), encrypted
+        by default with ``BucketKmsKeyArn`` when given (moto's S3 reports the key on every object; it does not call
+        KMS, so the key need not exist)."""
+        name = self.parameters.get("ExistingBucketName")
+        if not name:
+            return
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        key_arn = self.parameters.get("BucketKmsKeyArn")
+        if key_arn:
+            default = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
+            s3.put_bucket_encryption(
+                Bucket=name,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}]
+                },
+            )
+
     def _create_state_machines(self, translated: TranslatedTemplate) -> None:
         """Re-create each state machine where moto executes it, with DefinitionSubstitutions applied."""
-        from moto.cloudformation.models import cloudformation_backends
         from moto.cloudformation.parsing import clean_json
 
-        backend = cloudformation_backends[self._account_id()][self.region]
-        stack = next(s for s in backend.stacks.values() if s.name == self.stack_name and s.status == "CREATE_COMPLETE")
-        resource_map = stack.resource_map
+        resource_map = self._resource_map()
         sfn = self.client("stepfunctions")
         for logical_id in translated.state_machines:
             props = translated.template["Resources"][logical_id]["Properties"]
@@ -411,6 +482,8 @@ class LocalStack:
         self.state_machine_arn = (
             self.outputs.get("ExportStateMachineArn") or self.resources[translated.state_machines[0]]
         )
+        if len(translated.state_machines) == 1:
+            self.recorder.state_machine = translated.state_machines[0]
 
     def _register_functions(self, translated: TranslatedTemplate) -> None:
         log_sink = None
@@ -422,7 +495,7 @@ class LocalStack:
                 log_file.writelines(f"[{function}] {line}\n" for line in text.splitlines())
                 log_file.flush()
 
-        invoker = Invoker(console_thread=threading.current_thread(), log_sink=log_sink)
+        invoker = Invoker(console_thread=threading.current_thread(), log_sink=log_sink, recorder=self.recorder)
         lambda_client = self.client("lambda")
         for logical_id, source in translated.functions.items():
             name = self.resources[logical_id]
@@ -465,10 +538,11 @@ class LocalStack:
         rule = f"{self.stack_name}-capture-outcomes"
         events.put_rule(
             Name=rule,
+            EventBusName=self.event_bus,
             EventPattern=json.dumps({"source": [OUTCOME_SOURCE], "detail-type": list(OUTCOME_DETAIL_TYPES)}),
             State="ENABLED",
         )
-        events.put_targets(Rule=rule, Targets=[{"Id": "capture", "Arn": queue_arn}])
+        events.put_targets(Rule=rule, EventBusName=self.event_bus, Targets=[{"Id": "capture", "Arn": queue_arn}])
 
     # ----------------------------------------------------------------- helpers
     def _invoke_async(self, function_arn: str, payload: Any) -> str | None:
@@ -489,6 +563,14 @@ class LocalStack:
         sqs = self.client("sqs")
         queue_url = sqs.get_queue_url(QueueName=target.rsplit(":", 1)[-1])["QueueUrl"]
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(payload))
+
+    def _resource_map(self) -> Any:
+        """moto's view of the created stack: resolves intrinsics (``clean_json``) with its real names."""
+        from moto.cloudformation.models import cloudformation_backends
+
+        backend = cloudformation_backends[self._account_id()][self.region]
+        stack = next(s for s in backend.stacks.values() if s.name == self.stack_name and s.status == "CREATE_COMPLETE")
+        return stack.resource_map
 
     def _account_id(self) -> str:
         if not self._account:
@@ -518,6 +600,15 @@ class LocalStack:
     def _current_state(self, execution_arn: str) -> str:
         states = entered_states(self.history(execution_arn))
         return states[-1] if states else "(no state yet)"
+
+    def _report_least_privilege(self) -> None:
+        """Say, as the stack closes (the demo, a test run), whether any call the template would refuse was made."""
+        if self._translated is None or not self.resources:
+            return  # the stack was not built that far
+        report = self.least_privilege()
+        logger.info("least privilege: %s", report.summary())
+        for missing in report.missing:
+            logger.warning("the template's policies would refuse: %s", missing)
 
     def _stop_executions(self) -> None:
         """Abort what still runs and give the interpreter threads a bounded time to notice."""

@@ -67,6 +67,9 @@ class TranslatedTemplate:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: The SAM template as written (after parsing), for reading event sources such as ScheduleV2 inputs.
     sam: dict[str, Any] = field(default_factory=dict)
+    #: The translation before anything was removed: the policies moto does not create (bucket, queue and bus
+    #: policies) are read from here by the least-privilege check.
+    full: dict[str, Any] = field(default_factory=dict)
 
 
 def load_sam_template(path: Path) -> dict[str, Any]:
@@ -118,6 +121,7 @@ def translate(template_path: Path, *, parameters: dict[str, str], region: str, c
     )
     metrics.publish()
 
+    full = copy.deepcopy(translated)
     skipped = _strip_unsupported(translated)
     functions = _function_sources(translated, code_zips)
     state_machines = [
@@ -130,6 +134,7 @@ def translate(template_path: Path, *, parameters: dict[str, str], region: str, c
         state_machines=state_machines,
         skipped=skipped,
         sam=sam,
+        full=full,
     )
 
 
