@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from omborigrid_export.client import OmboriGridClient
-from omborigrid_export.exporter import Exporter
+from omborigrid_export.exporter import Exporter, Landed, LandingResult
 from omborigrid_export.layout import KeyLayout
 from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity
 from omborigrid_export.settings import MIB, Settings, TransferSettings
@@ -44,27 +44,34 @@ def pinned(job: ExportJob) -> JobIdentity:
     return JobIdentity(job.id, job.request)
 
 
+def landed(result: LandingResult) -> dict[str, Any]:
+    assert isinstance(result, Landed)
+    return result.manifest.to_dict()
+
+
 def test_manifests_match_the_published_schema_and_hold_no_secret(simulator, exporter, bucket):
     job = done_job(simulator, exporter.client)
-    manifest = exporter.land(pinned(job), bucket=bucket).manifest
+    manifest = landed(exporter.land(pinned(job), bucket=bucket))
     jsonschema.validate(manifest, schema("export-completed.schema.json"))
     assert "X-Sim-Signature" not in json.dumps(manifest)
     assert manifest["sourceHost"].startswith("127.0.0.1:")
     simulator.configure(delivery="zip")
-    zipped = exporter.land(pinned(done_job(simulator, exporter.client, "2026-11-02")), bucket=bucket).manifest
+    zipped = landed(exporter.land(pinned(done_job(simulator, exporter.client, "2026-11-02")), bucket=bucket))
     jsonschema.validate(zipped, schema("export-completed.schema.json"))
 
 
 def test_a_forced_re_export_with_a_new_file_name_removes_the_files_it_replaces(simulator, exporter, s3, bucket):
     simulator.configure(filename_override="first.parquet")
-    first = exporter.land(pinned(done_job(simulator, exporter.client)), bucket=bucket).manifest
+    first = landed(exporter.land(pinned(done_job(simulator, exporter.client)), bucket=bucket))
     simulator.configure(filename_override="second.parquet")
-    second = exporter.land(
-        pinned(done_job(simulator, exporter.client)),
-        bucket=bucket,
-        replace=True,
-        previous_manifest_key=first["manifestKey"],
-    ).manifest
+    second = landed(
+        exporter.land(
+            pinned(done_job(simulator, exporter.client)),
+            bucket=bucket,
+            replace=True,
+            previous_manifest_key=first["manifestKey"],
+        )
+    )
     assert object_keys(s3, bucket) == sorted([second["key"], second["manifestKey"]])
     assert second["key"].endswith("/second.parquet")
 
@@ -72,9 +79,9 @@ def test_a_forced_re_export_with_a_new_file_name_removes_the_files_it_replaces(s
 def test_an_archive_landed_twice_lands_once(simulator, exporter, s3, bucket):
     simulator.configure(delivery="zip")
     job = done_job(simulator, exporter.client)
-    first = exporter.land(pinned(job), bucket=bucket).manifest
+    first = landed(exporter.land(pinned(job), bucket=bucket))
     keys = object_keys(s3, bucket)
-    again = exporter.land(pinned(job), bucket=bucket).manifest
+    again = landed(exporter.land(pinned(job), bucket=bucket))
     assert object_keys(s3, bucket) == keys
     assert again["alreadyExisted"] is True
     assert [f["key"] for f in again["files"]] == [f["key"] for f in first["files"]]
