@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from omborigrid_export.archive import ArchiveLander, ArchiveLimits
+from omborigrid_export.archive import ArchiveLander
 from omborigrid_export.client import JOBS_PATH, OmboriGridClient
 from omborigrid_export.errors import IntegrityError, LandingConflict, TransferFailed
 from omborigrid_export.exporter import Exporter, Landed
@@ -35,6 +35,7 @@ from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity, JobS
 from omborigrid_export.proof import CheckResult, Column, Proof
 from omborigrid_export.settings import MIB, Settings, TransferSettings
 from omborigrid_export.transfer import LandedObject
+from omborigrid_export.zipmembers import ArchiveLimits, inflate
 from tests.conftest import TENANT, object_keys, open_uploads
 
 DAY = "2026-11-01"
@@ -326,3 +327,42 @@ def test_the_inflated_crc_is_the_zips_own(api, s3, bucket):
         expected = zlib.crc32(MEMBERS[str(f.member)]).to_bytes(4, "big")
         head = s3.head_object(Bucket=bucket, Key=f.key, ChecksumMode="ENABLED")
         assert base64.b64decode(f.checksum_crc32) == expected == base64.b64decode(head["ChecksumCRC32"])
+
+
+def test_a_bomb_lying_about_its_size_inflates_exactly_the_declared_bytes_then_stops():
+    """Given 300 MiB of zeros declared as 2 MiB (a ratio no cap objects to), when inflated, then exactly the
+    declared 2 MiB come out, the first extra byte is an IntegrityError, and memory stays small."""
+    declared = 2 * MIB
+    lying = declaring(zip_of({"events/part-0.parquet": bytes(300 * MIB)}), 0, declared)
+    archive = zipfile.ZipFile(io.BytesIO(lying))
+    (info,) = archive.infolist()
+    assert info.file_size == declared
+    assert info.file_size < 100 * info.compress_size
+    sizes: list[int] = []
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError, match=f"beyond the {declared} bytes .* first extra byte"):
+            sizes.extend(len(chunk) for chunk in inflate(io.BytesIO(lying), info))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(sizes) == declared
+    assert peak < 8 * MIB, f"peak {peak / MIB:.1f} MiB"
+
+
+def test_the_footer_is_proven_from_the_kept_tail_alone_and_a_footer_beyond_it_cannot_be_verified(api, s3, bucket):
+    kept = 4096
+    events = MEMBERS[f"events/dt={DAY}/part-0.parquet"]
+    footer = int.from_bytes(events[-8:-4], "little") + 8
+    assert footer < kept < len(events)
+    prover = {"prover_for": lambda _identity, _table: FooterProver()}
+    exporter = make_exporter(api, s3, archive_limits=ArchiveLimits(footer_bytes=kept), **prover)
+    result = exporter.land(api.deliver("job-tail", zip_of(MEMBERS)), bucket=bucket)
+    assert isinstance(result, Landed)
+    assert [f.proof["rows"] for f in result.manifest.files if f.proof] == [3000, 500, 200]
+
+    tight = make_exporter(api, s3, archive_limits=ArchiveLimits(footer_bytes=footer - 1), **prover)
+    with pytest.raises(IntegrityError, match="cannot be verified"):
+        tight.land(api.deliver("job-tight", zip_of(MEMBERS)), bucket=bucket, replace=True)
+    assert landed_keys(s3, bucket) == sorted([*member_keys(), result.manifest.manifest_key])
+    assert open_uploads(s3, bucket) == []

@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 import requests
 from botocore.exceptions import ClientError
 
-from .archive import ArchiveLander, ArchiveLimits, ExplodedArchive, ProverFactory
+from .archive import ArchiveLander, ProverFactory
 from .client import OmboriGridClient
 from .errors import ExportFailed, IntegrityError, OmboriGridExportError
-from .layout import archive_manifest_key
 from .manifest import Manifest, build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .polling import PollState
@@ -34,6 +33,7 @@ from .transfer import (
     Transfer,
     TransferOutcome,
 )
+from .zipmembers import ArchiveLimits
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -215,21 +215,13 @@ class Exporter:
             prover_for=self._prover_for,
             time_left=time_left,
         )
-        exploded: ExplodedArchive = lander.land(staged, identity, job, replace=replace)
-        manifest = build_archive_manifest(
-            identity,
-            job,
-            staged,
-            exploded.entries,
-            skipped=exploded.skipped,
-            manifest_key=archive_manifest_key(exploded.entries[0].landed.key, identity.job_id),
-            landed_at=self._now(),
-        )
+        contents = lander.land(staged, identity, job, replace=replace)
+        manifest = build_archive_manifest(identity, job, staged, contents, landed_at=self._now())
         try:
             write_manifest(self.s3, manifest)
         except OmboriGridExportError:
             # Without its manifest the day is not landed: take the members back rather than leave leftovers.
-            lander.remove(exploded.entries)
+            lander.remove(contents.entries)
             raise
         try:
             self.s3.delete_object(Bucket=staged.bucket, Key=staged.key)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from .errors import IntegrityError, TransferFailed
-from .layout import manifest_key_for
+from .layout import archive_manifest_key, manifest_key_for
 from .models import ExportJob, ExportRequest, JobIdentity, iso_utc
 from .proof import CheckResult, Proof
 from .redact import describe_exception
@@ -291,22 +291,24 @@ class ArchiveEntry:
     proof: Proof | None
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveContents:
+    """What an archive landed: its published members, in archive order, and the members that were not parquet."""
+
+    entries: tuple[ArchiveEntry, ...]
+    skipped: tuple[str, ...] = ()
+
+
 def build_archive_manifest(
-    identity: JobIdentity,
-    job: ExportJob,
-    delivery: LandedObject,
-    entries: Sequence[ArchiveEntry],
-    *,
-    skipped: Sequence[str],
-    manifest_key: str,
-    landed_at: datetime,
+    identity: JobIdentity, job: ExportJob, delivery: LandedObject, contents: ArchiveContents, *, landed_at: datetime
 ) -> Manifest:
-    """The manifest of an archive delivery: one entry per landed member, with its table and date.
-    ``checksum`` is the delivered archive's, each file has its own."""
+    """The manifest of an archive delivery: one entry per landed member, with its table and date, beside the
+    first member. ``checksum`` is the delivered archive's, each file has its own."""
+    entries = contents.entries
     return Manifest(
         **_identity_fields(identity, job, delivery),
         key=entries[0].landed.key,
-        manifest_key=manifest_key,
+        manifest_key=archive_manifest_key(entries[0].landed.key, identity.job_id),
         bytes=sum(e.landed.bytes for e in entries),
         content_kind="zip",
         files=tuple(
@@ -315,7 +317,7 @@ def build_archive_manifest(
         timings=_timings(job, delivery, landed_at),
         already_existed=all(e.landed.already_existed for e in entries),
         delivery_bytes=delivery.bytes,
-        skipped_members=tuple(skipped),
+        skipped_members=contents.skipped,
     )
 
 
