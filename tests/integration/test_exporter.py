@@ -211,6 +211,9 @@ def test_the_typed_manifest_round_trips_and_validates_with_and_without_proofs(si
         pytest.param(lambda m: m.update(checksum=None), id="no-checksum"),
         pytest.param(lambda m: m["timings"].pop("landedAt"), id="no-landed-at"),
         pytest.param(lambda m: m.update(schemaVersion=2), id="unknown-version"),
+        pytest.param(lambda m: m.update(tenantId="../other"), id="unsafe-tenant"),
+        pytest.param(lambda m: m.update(dataDateTo="2026-10-01"), id="reversed-dates"),
+        pytest.param(lambda m: m.update(proof=None, files=[{**m["files"][0], "proof": "yes"}]), id="proof-not-object"),
     ],
 )
 def test_a_malformed_manifest_is_an_integrity_error_never_a_key_error(simulator, exporter, bucket, damage):

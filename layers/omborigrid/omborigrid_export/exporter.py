@@ -1,7 +1,10 @@
 """The export use cases, shared by the Lambda handlers and the CLI.
 
 ``create`` asks for a job, ``check`` polls it once within bounds, ``land`` moves its file into S3 and
-writes the manifest. Collaborators (API client, S3 client, HTTP sessions, clock) are passed in.
+writes the manifest last (the day's commit marker). ``land`` answers :class:`Landed` or :class:`Continued`,
+never a pair of optionals. Everything it writes or removes derives from the requested :class:`JobIdentity`
+(DESIGN "Identity"): a later answer of the API can confirm the identity, never redirect the landing.
+Collaborators (API client, S3 client, HTTP sessions, clock, content prover) are passed in.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .errors import IntegrityError, TransferFailed
+from .errors import IntegrityError, InvalidInput, TransferFailed
 from .layout import archive_manifest_key, manifest_key_for
 from .models import ExportJob, ExportRequest, JobIdentity, iso_utc
 from .proof import CheckResult, Proof
@@ -163,6 +163,8 @@ class Manifest:
     def __post_init__(self) -> None:
         if not self.files:
             raise IntegrityError(f"The manifest of job {self.job_id} lists no files.")
+        # The identity's own checks: tenant id, date order and job id (InvalidInput otherwise).
+        JobIdentity(self.job_id, ExportRequest(self.tenant_id, self.date_from, self.date_to))
 
     @property
     def identity(self) -> JobIdentity:
@@ -170,11 +172,7 @@ class Manifest:
 
     def is_for(self, identity: JobIdentity) -> bool:
         """Whether this manifest lands the same tenant and dates as ``identity`` (any job)."""
-        return (self.tenant_id, self.date_from, self.date_to) == (
-            identity.request.tenant_id,
-            identity.request.date_from,
-            identity.request.date_to,
-        )
+        return self.identity.request == identity.request
 
     def names(self, key: str) -> bool:
         return any(f.key == key for f in self.files)
@@ -231,8 +229,8 @@ class Manifest:
         """Parse a manifest document. Raises :class:`IntegrityError` (with the reason) when it is not one."""
         try:
             return cls._parse(_mapping(data, "the manifest"))
-        except _Invalid as exc:
-            raise IntegrityError(f"The document is not a valid export manifest: {exc}.") from None
+        except (_Invalid, InvalidInput) as exc:
+            raise IntegrityError(f"The document is not a valid export manifest: {str(exc).rstrip('.')}.") from None
 
     @classmethod
     def _parse(cls, doc: Mapping[str, Any]) -> Manifest:

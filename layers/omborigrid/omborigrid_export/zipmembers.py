@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .errors import IntegrityError, InvalidInput, TransferFailed
+from .errors import ConfigurationError, IntegrityError, TransferFailed
 from .layout import KeyLayout
 from .models import ExportRequest, JobIdentity
 from .redact import describe_exception
@@ -55,7 +55,7 @@ class ArchiveLimits:
 
     def __post_init__(self) -> None:
         if self.max_ratio < 1 or self.max_inflated_bytes < 1 or self.max_members < 1 or self.footer_bytes < 8:
-            raise InvalidInput("The archive limits must be positive (ratio at least 1, footer at least 8 bytes).")
+            raise ConfigurationError("The archive limits must be positive (ratio at least 1, footer at least 8 bytes).")
 
 
 class S3RangeReader(SeekableReader):
