@@ -297,6 +297,12 @@ def test_exploding_past_the_deadline_fails_retryably_with_nothing_published(s3, 
     assert object_keys(s3, bucket) == [staged_key]
     assert open_uploads(s3, bucket) == []
 
+    # The retry, in an invocation with time, lands the staged archive whole.
+    calls = iter([60.0] * 100)
+    contents = lander.land(staged, identity, job, replace=False)
+    in_archive_order = [*member_keys("events"), *member_keys("sessions"), *member_keys("clients")]
+    assert [e.landed.key for e in contents.entries] == in_archive_order
+
 
 def make_job_for(identity: JobIdentity) -> ExportJob:
     return ExportJob(identity.job_id, JobStatus.DONE, TENANT, date(2026, 11, 1), date(2026, 11, 1), "export.zip")
@@ -365,4 +371,29 @@ def test_the_footer_is_proven_from_the_kept_tail_alone_and_a_footer_beyond_it_ca
     with pytest.raises(IntegrityError, match="cannot be verified"):
         tight.land(api.deliver("job-tight", zip_of(MEMBERS)), bucket=bucket, replace=True)
     assert landed_keys(s3, bucket) == sorted([*member_keys(), result.manifest.manifest_key])
+    assert open_uploads(s3, bucket) == []
+
+
+def test_a_completion_that_fails_midway_takes_back_the_members_already_published(api, s3, bucket):
+    """Given another run landing the third member's key between our check and our completion (raced in
+    through boto3's own event hook), when the third completion is refused, then the two members this job
+    already published are deleted before LandingConflict is raised, and the racer's object stays."""
+    racer_key = member_keys("clients")[0]
+    completed: list[str] = []
+
+    def race(params: dict[str, Any], **_kwargs: Any) -> None:
+        if not params["Key"].startswith("lake/_staging/"):
+            completed.append(params["Key"])
+        if params["Key"] == racer_key:
+            s3.put_object(Bucket=bucket, Key=racer_key, Body=b"the other run's file")
+
+    s3.meta.events.register("provide-client-params.s3.CompleteMultipartUpload", race)
+    try:
+        with pytest.raises(LandingConflict):
+            make_exporter(api, s3).land(api.deliver("job-raced", zip_of(MEMBERS)), bucket=bucket)
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.CompleteMultipartUpload", race)
+    assert completed == [*member_keys("events"), *member_keys("sessions"), racer_key]
+    assert landed_keys(s3, bucket) == [racer_key]
+    assert s3.get_object(Bucket=bucket, Key=racer_key)["Body"].read() == b"the other run's file"
     assert open_uploads(s3, bucket) == []
