@@ -8,11 +8,17 @@ exactly as a faulty vendor would.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import random
 import re
+import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 import tracemalloc
 import zipfile
 import zlib
@@ -21,6 +27,7 @@ from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -36,7 +43,7 @@ from omborigrid_export.proof import CheckResult, Column, Proof
 from omborigrid_export.settings import MIB, Settings, TransferSettings
 from omborigrid_export.transfer import LandedObject
 from omborigrid_export.zipmembers import ArchiveLimits, inflate
-from tests.conftest import TENANT, object_keys, open_uploads
+from tests.conftest import TENANT, free_port, object_keys, open_uploads
 
 DAY = "2026-11-01"
 TOKEN = "crafted-token"
@@ -68,7 +75,9 @@ class CraftedApi:
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                # A client that has read what it needed (a peek at the first bytes) hangs up: not an error.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -139,6 +148,37 @@ def declaring(data: bytes, member: int, file_size: int) -> bytes:
     return bytes(patched)
 
 
+class TailOnly(io.RawIOBase):
+    """A file of ``size`` bytes of which only the tail is known (zeros before it): what a prover is given."""
+
+    def __init__(self, tail: bytes, size: int) -> None:
+        super().__init__()
+        self._tail, self._size, self._start, self._pos = tail, size, size - len(tail), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        end = self._pos + n
+        zeros = max(0, min(end, self._start) - self._pos)
+        view[:zeros] = bytes(zeros)
+        view[zeros:n] = self._tail[self._pos + zeros - self._start : end - self._start]
+        self._pos = end
+        return n
+
+
 class FooterProver:
     """A real content prover for tests: decodes the footer with pyarrow from the tail alone."""
 
@@ -146,8 +186,7 @@ class FooterProver:
         return int.from_bytes(last8[:4], "little") + 8
 
     def prove(self, tail: bytes, size: int) -> Proof:
-        padded = io.BytesIO(bytes(size - len(tail)) + tail)
-        meta = pq.read_metadata(padded)
+        meta = pq.read_metadata(TailOnly(tail, size))
         columns = tuple(
             Column(meta.schema.column(i).path, meta.schema.column(i).physical_type, None, "OPTIONAL")
             for i in range(meta.num_columns)
@@ -397,3 +436,56 @@ def test_a_completion_that_fails_midway_takes_back_the_members_already_published
     assert landed_keys(s3, bucket) == [racer_key]
     assert s3.get_object(Bucket=bucket, Key=racer_key)["Body"].read() == b"the other run's file"
     assert open_uploads(s3, bucket) == []
+
+
+@pytest.fixture
+def s3_elsewhere() -> Iterator[Any]:
+    """moto's S3 in a process of its own, so that what it stores is not counted as our memory."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.1)
+        yield boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-west-1")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_large_member_lands_with_memory_bounded_by_parts_and_the_footer_tail(api, s3_elsewhere):
+    """Memory does not grow with the member: the transfer's parts, then one part plus the footer tail."""
+    s3 = s3_elsewhere
+    bucket = "lake-memory"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    rng = random.Random(7)
+    big = pa.table({"tenantId": [TENANT] * 600_000, "blob": [rng.randbytes(64) for _ in range(600_000)]})
+    sink = io.BytesIO()
+    pq.write_table(big, sink, compression="none")
+    member = sink.getvalue()
+    del big, sink
+    assert len(member) > 36 * MIB
+    limits = ArchiveLimits(footer_bytes=4 * MIB)
+    exporter = make_exporter(api, s3, archive_limits=limits, prover_for=lambda _i, _t: FooterProver())
+    identity = api.deliver("job-large", zip_of({f"events/dt={DAY}/part-0.parquet": member}))
+    tracemalloc.start()
+    try:
+        result = exporter.land(identity, bucket=bucket)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(result, Landed)
+    assert result.manifest.files[0].proof is not None
+    assert result.manifest.files[0].proof["rows"] == 600_000
+    assert s3.get_object(Bucket=bucket, Key=member_keys("events")[0])["Body"].read() == member
+    print(f"peak {peak / MIB:.1f} MiB for a {len(member) / MIB:.0f} MiB member")
+    assert peak < 32 * MIB, f"peak {peak / MIB:.1f} MiB for a {len(member) / MIB:.0f} MiB member"

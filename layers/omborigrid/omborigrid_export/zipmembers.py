@@ -193,7 +193,7 @@ def inflate(raw: IO[bytes], info: zipfile.ZipInfo) -> Generator[bytes]:
     produced, crc, left = 0, 0, info.compress_size
     try:
         while left and not (inflater is not None and inflater.eof):
-            chunk = raw.read(min(READ_BLOCK, left))
+            chunk = raw.read(min(_INFLATE_BLOCK, left))
             if not chunk:
                 raise IntegrityError(f"Archive member {name!r} ends before its declared compressed size.")
             left -= len(chunk)
