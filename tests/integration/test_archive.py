@@ -489,3 +489,27 @@ def test_a_large_member_lands_with_memory_bounded_by_parts_and_the_footer_tail(a
     assert s3.get_object(Bucket=bucket, Key=member_keys("events")[0])["Body"].read() == member
     print(f"peak {peak / MIB:.1f} MiB for a {len(member) / MIB:.0f} MiB member")
     assert peak < 32 * MIB, f"peak {peak / MIB:.1f} MiB for a {len(member) / MIB:.0f} MiB member"
+
+
+def test_a_rerun_finds_the_members_landed_and_proves_them_from_their_stored_footers(api, s3, bucket):
+    """Given an archive landed, when the same job lands again, then no member is inflated or uploaded again
+    (only the delivery is staged once more), and the manifest still carries each member's proof."""
+    exporter = make_exporter(api, s3, prover_for=lambda _identity, _table: FooterProver())
+    identity = api.deliver("job-rerun", zip_of(MEMBERS))
+    first = exporter.land(identity, bucket=bucket)
+    uploads: list[str] = []
+
+    def record(params: dict[str, Any], **_kwargs: Any) -> None:
+        uploads.append(params["Key"])
+
+    s3.meta.events.register("provide-client-params.s3.CreateMultipartUpload", record)
+    try:
+        again = exporter.land(identity, bucket=bucket)
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.CreateMultipartUpload", record)
+    assert isinstance(first, Landed)
+    assert isinstance(again, Landed)
+    assert [k for k in uploads if not k.startswith("lake/_staging/")] == []
+    assert again.manifest.already_existed is True
+    assert [f.proof for f in again.manifest.files] == [f.proof for f in first.manifest.files]
+    assert all(f.proof is not None for f in again.manifest.files)

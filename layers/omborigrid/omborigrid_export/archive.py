@@ -116,25 +116,32 @@ class ArchiveLander:
         """Verify every member into an open upload, then publish them all; on any failure, nothing stays."""
         reader = io.BufferedReader(S3RangeReader(self._s3, staged.bucket, staged.key, staged.bytes), 64 * 1024)
         waiting: list[_Staged] = []
+        members: list[_Staged | ArchiveEntry] = []
         skipped: list[str] = []
         try:
             with open_archive(reader, identity.label) as archive:
                 plans = plan_members(archive, identity, self._layout, self._limits)
             for plan in plans:
-                member = self._stage(reader, plan, staged.bucket, identity, job)
-                if member is None:
+                found: _Staged | ArchiveEntry | None = None
+                if not replace:
+                    found = self._already_there(plan, staged.bucket, identity)
+                if found is None:
+                    found = self._stage(reader, plan, staged.bucket, identity, job)
+                if found is None:
                     skipped.append(plan.info.filename)
-                else:
-                    waiting.append(member)
-            if not waiting:
+                    continue
+                members.append(found)
+                if isinstance(found, _Staged):
+                    waiting.append(found)
+            if not members:
                 raise IntegrityError(f"The archive of {identity.label} contains no parquet files.")
             directories = {p.key.rpartition("/")[0] for p in plans}
-            for member in waiting:
-                self._judge_existing(member, directories, replace)
-            return ArchiveContents(tuple(self._publish(waiting)), tuple(skipped))
+            for open_member in waiting:
+                self._judge_existing(open_member, directories, replace)
+            return ArchiveContents(tuple(self._publish(members)), tuple(skipped))
         except BaseException:
-            for member in waiting:
-                member.upload.abort()
+            for open_member in waiting:
+                open_member.upload.abort()
             raise
 
     def remove(self, entries: Sequence[ArchiveEntry]) -> None:
@@ -206,6 +213,40 @@ class ArchiveLander:
             )
         return prover.prove(tail.last(needed), size)
 
+    def _already_there(self, plan: MemberPlan, bucket: str, identity: JobIdentity) -> ArchiveEntry | None:
+        """The member as an earlier landing published it (same size and the zip's own CRC-32, as S3 recorded
+        them), proven from its stored footer; None when it is not there as such (then it is inflated)."""
+        size, crc = plan.info.file_size, checksum.to_base64(plan.info.CRC & 0xFFFFFFFF)
+        head = self._head(bucket, plan.key)
+        if head is None or head["ContentLength"] != size or head.get("ChecksumCRC32") != crc:
+            return None
+        proof = None
+        if self._prover_for is not None:
+            prover = self._prover_for(identity, plan.table)
+            needed = prover.tail_length(size, self._read(bucket, plan.key, max(0, size - 8)))
+            if needed > self._limits.footer_bytes:
+                raise IntegrityError(f"The parquet footer of {plan.key} is too large to be verified ({needed} bytes).")
+            proof = prover.prove(self._read(bucket, plan.key, max(0, size - needed)), size)
+        landed = LandedObject(
+            bucket=bucket,
+            key=plan.key,
+            bytes=size,
+            checksum_crc32=crc,
+            content_kind="parquet",
+            job_id=str(head.get("Metadata", {}).get("omborigrid-job-id", "")),
+            already_existed=True,
+            source_host="",
+            version_id=head.get("VersionId"),
+        )
+        logger.info("archive member %s is already landed as s3://%s/%s", plan.info.filename, bucket, plan.key)
+        return ArchiveEntry(landed, plan.table, plan.day, plan.info.filename, proof)
+
+    def _read(self, bucket: str, key: str, start: int) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-")["Body"].read()
+        except ClientError as exc:
+            raise TransferFailed(f"Reading s3://{bucket}/{key} failed: {describe_exception(exc)}") from None
+
     # -- publish --------------------------------------------------------------------------------------
 
     def _judge_existing(self, member: _Staged, directories: set[str], replace: bool) -> None:
@@ -247,11 +288,11 @@ class ArchiveLander:
                 return True
         return False
 
-    def _publish(self, waiting: list[_Staged]) -> list[ArchiveEntry]:
+    def _publish(self, members: list[_Staged | ArchiveEntry]) -> list[ArchiveEntry]:
         published: list[ArchiveEntry] = []
         try:
-            for member in waiting:
-                published.append(self._publish_one(member))
+            for member in members:
+                published.append(member if isinstance(member, ArchiveEntry) else self._publish_one(member))
         except BaseException:
             self.remove(published)
             raise
