@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 from . import checksum
 from .errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError, TransferFailed
 from .layout import KeyLayout, archive_manifest_key, manifest_key_for
-from .manifest import ArchiveContents, ArchiveEntry, read_manifest_at
+from .manifest import read_manifest_at
 from .models import ExportJob, JobIdentity, validate_job_id
 from .proof import ContentProver, Proof
 from .redact import describe_exception
@@ -69,6 +69,25 @@ class _Tail:
 
     def __len__(self) -> int:
         return min(self._size, self._limit)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveEntry:
+    """One published archive member, as the manifest records it."""
+
+    landed: LandedObject
+    table: str
+    day: date
+    member: str
+    proof: Proof | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveContents:
+    """What an archive landed: its published members, in archive order, and the members that were not parquet."""
+
+    entries: tuple[ArchiveEntry, ...]
+    skipped: tuple[str, ...] = ()
 
 
 class Existing(enum.StrEnum):

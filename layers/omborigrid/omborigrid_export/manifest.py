@@ -29,6 +29,8 @@ from .transfer import LandedObject
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from .archive import ArchiveContents
+
 SCHEMA_VERSION = 1
 _NOT_FOUND = ("NoSuchKey", "404", "NotFound")
 
@@ -74,18 +76,12 @@ class ManifestFile:
             "versionId": self.version_id,
             "proof": None if self.proof is None else dict(self.proof),
         }
-        if self.table is not None:
-            out["table"] = self.table
-        if self.data_date is not None:
-            out["dataDate"] = self.data_date.isoformat()
-        if self.member is not None:
-            out["member"] = self.member
-        return out
+        member = {"table": self.table, "dataDate": _iso_date(self.data_date), "member": self.member}
+        return out | {name: value for name, value in member.items() if value is not None}
 
     @classmethod
     def from_dict(cls, data: Any) -> ManifestFile:
         doc = _mapping(data, "a file entry")
-        day = _optional(doc, "dataDate", str)
         proof = _optional(doc, "proof", Mapping)
         return cls(
             key=_required(doc, "key", str),
@@ -94,7 +90,7 @@ class ManifestFile:
             content_kind=_required(doc, "contentKind", str),
             version_id=_optional(doc, "versionId", str),
             table=_optional(doc, "table", str),
-            data_date=None if day is None else _date(day, "dataDate"),
+            data_date=_optional_date(doc, "dataDate"),
             member=_optional(doc, "member", str),
             proof=None if proof is None else dict(proof),
         )
@@ -243,8 +239,8 @@ class Manifest:
         checksum = _mapping(doc.get("checksum"), "'checksum'")
         return cls(
             tenant_id=_required(doc, "tenantId", str),
-            date_from=_date(_required(doc, "dataDateFrom", str), "dataDateFrom"),
-            date_to=_date(_required(doc, "dataDateTo", str), "dataDateTo"),
+            date_from=_required_date(doc, "dataDateFrom"),
+            date_to=_required_date(doc, "dataDateTo"),
             job_id=_required(doc, "jobId", str),
             source_filename=_required(doc, "sourceFilename", str),
             source_host=_required(doc, "sourceHost", str),
@@ -267,34 +263,14 @@ def build_manifest(
 ) -> Manifest:
     """The manifest of a single-file delivery, written beside the file."""
     return Manifest(
-        **_identity_fields(identity, job, landed),
+        **_common(identity, job, landed, landed_at),
         key=landed.key,
         manifest_key=manifest_key_for(landed.key),
         bytes=landed.bytes,
         content_kind=landed.content_kind,
         files=(ManifestFile.of(landed, proof),),
-        timings=_timings(job, landed, landed_at),
         already_existed=landed.already_existed,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveEntry:
-    """One published archive member, as the manifest records it."""
-
-    landed: LandedObject
-    table: str
-    day: date
-    member: str
-    proof: Proof | None
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveContents:
-    """What an archive landed: its published members, in archive order, and the members that were not parquet."""
-
-    entries: tuple[ArchiveEntry, ...]
-    skipped: tuple[str, ...] = ()
 
 
 def build_archive_manifest(
@@ -304,7 +280,7 @@ def build_archive_manifest(
     first member. ``checksum`` is the delivered archive's, each file has its own."""
     entries = contents.entries
     return Manifest(
-        **_identity_fields(identity, job, delivery),
+        **_common(identity, job, delivery, landed_at),
         key=entries[0].landed.key,
         manifest_key=archive_manifest_key(entries[0].landed.key, identity.job_id),
         bytes=sum(e.landed.bytes for e in entries),
@@ -312,35 +288,29 @@ def build_archive_manifest(
         files=tuple(
             ManifestFile.of(e.landed, e.proof, table=e.table, data_date=e.day, member=e.member) for e in entries
         ),
-        timings=_timings(job, delivery, landed_at),
         already_existed=all(e.landed.already_existed for e in entries),
         delivery_bytes=delivery.bytes,
         skipped_members=contents.skipped,
     )
 
 
-def _identity_fields(identity: JobIdentity, job: ExportJob, delivery: LandedObject) -> dict[str, Any]:
+def _common(identity: JobIdentity, job: ExportJob, delivery: LandedObject, landed_at: datetime) -> dict[str, Any]:
+    """Which export (from the requested identity, never a later answer), from where, and when."""
+    request = identity.request
+    timings = Timings(
+        job.created_at, job.updated_at, delivery.started_at, delivery.finished_at, delivery.duration_seconds, landed_at
+    )
     return {
-        "tenant_id": identity.request.tenant_id,
-        "date_from": identity.request.date_from,
-        "date_to": identity.request.date_to,
+        "tenant_id": request.tenant_id,
+        "date_from": request.date_from,
+        "date_to": request.date_to,
         "job_id": identity.job_id,
         "source_filename": job.filename,
         "source_host": delivery.source_host,
         "bucket": delivery.bucket,
         "checksum_crc32": delivery.checksum_crc32,
+        "timings": timings,
     }
-
-
-def _timings(job: ExportJob, delivery: LandedObject, landed_at: datetime) -> Timings:
-    return Timings(
-        job_created_at=job.created_at,
-        job_updated_at=job.updated_at,
-        transfer_started_at=delivery.started_at,
-        transfer_finished_at=delivery.finished_at,
-        transfer_seconds=delivery.duration_seconds,
-        landed_at=landed_at,
-    )
 
 
 def write_manifest(s3: S3Client, manifest: Manifest) -> str:
@@ -415,11 +385,23 @@ def _optional(doc: Mapping[str, Any], name: str, kind: Any) -> Any:
     return value
 
 
-def _date(value: str, name: str) -> date:
+def _optional_date(doc: Mapping[str, Any], name: str) -> date | None:
+    value = _optional(doc, name, str)
     try:
-        return date.fromisoformat(value)
+        return None if value is None else date.fromisoformat(value)
     except ValueError:
         raise _Invalid(f"'{name}' is not a date") from None
+
+
+def _required_date(doc: Mapping[str, Any], name: str) -> date:
+    value = _optional_date(doc, name)
+    if value is None:
+        raise _Invalid(f"'{name}' is missing")
+    return value
+
+
+def _iso_date(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _datetime(doc: Mapping[str, Any], name: str) -> datetime | None:
