@@ -148,6 +148,27 @@ def declaring(data: bytes, member: int, file_size: int) -> bytes:
     return bytes(patched)
 
 
+def with_a_twin_entry() -> bytes:
+    """One member's compressed bytes listed twice in the central directory, under two names."""
+    name = f"events/dt={DAY}/part-0.parquet"
+    data = zip_of({name: MEMBERS[name]})
+    eocd_at = data.rindex(b"PK\x05\x06")
+    size, offset = struct.unpack_from("<LL", data, eocd_at + 12)
+    entry = data[offset : offset + size]
+    twin = entry.replace(name.encode(), name.replace("events", "eventz").encode())
+    eocd = bytearray(data[eocd_at:])
+    struct.pack_into("<HHL", eocd, 8, 2, 2, 2 * size)
+    return data[:offset] + entry + twin + bytes(eocd)
+
+
+def renamed_in_the_directory() -> bytes:
+    """A member whose central directory entry names another file than its local header does."""
+    name = f"events/dt={DAY}/part-0.parquet"
+    data = zip_of({name: MEMBERS[name]})
+    offset = data.rindex(b"PK\x01\x02")
+    return data[:offset] + data[offset:].replace(name.encode(), name.replace("part-0", "part-9").encode())
+
+
 class TailOnly(io.RawIOBase):
     """A file of ``size`` bytes of which only the tail is known (zeros before it): what a prover is given."""
 
@@ -301,15 +322,22 @@ def test_a_member_larger_than_declared_stops_at_the_first_extra_byte(api, s3, bu
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "reason"),
     [
-        pytest.param(b"PK\x03\x04" + bytes(100) + b"PK\x05\x06" + bytes(18), id="bad-central-directory"),
-        pytest.param(declaring(zip_of(MEMBERS), 1, 10**9 - 1), id="size-beyond-the-total-cap"),
+        pytest.param(b"PK\x03\x04" + bytes(100) + b"PK\x05\x06" + bytes(18), "contains no files", id="empty-zip"),
+        pytest.param(
+            b"PK\x03\x04" + bytes(100) + b"PK\x05\x06" + struct.pack("<4H2LH", 0, 0, 1, 1, 46, 4, 0),
+            "cannot be read as a zip",
+            id="bad-central-directory",
+        ),
+        pytest.param(declaring(zip_of(MEMBERS), 1, 10**9 - 1), "more than the cap", id="beyond-the-total-cap"),
+        pytest.param(with_a_twin_entry(), "overlapping members", id="overlapping-members"),
+        pytest.param(renamed_in_the_directory(), "in its local header", id="names-that-differ"),
     ],
 )
-def test_a_malformed_zip_is_an_integrity_error_with_nothing_landed(api, s3, bucket, data):
+def test_a_malformed_zip_is_an_integrity_error_with_nothing_landed(api, s3, bucket, data, reason):
     exporter = make_exporter(api, s3, archive_limits=ArchiveLimits(max_inflated_bytes=10**8, max_ratio=10**9))
-    with pytest.raises(IntegrityError, match=r"archive|zip"):
+    with pytest.raises(IntegrityError, match=reason):
         exporter.land(api.deliver("job-bad", data), bucket=bucket)
     assert landed_keys(s3, bucket) == []
     assert open_uploads(s3, bucket) == []

@@ -9,6 +9,8 @@ byte beyond the declared size, and size and CRC-32 are compared at the end. Ever
 
 from __future__ import annotations
 
+import io
+import itertools
 import re
 import struct
 import zipfile
@@ -136,6 +138,7 @@ def plan_members(
             f"The archive of {identity.label} declares {total} inflated bytes, more than the cap of "
             f"{limits.max_inflated_bytes}; refused as a possible zip bomb."
         )
+    _check_layout(files, identity)
     plans: list[MemberPlan] = []
     seen: dict[str, str] = {}
     for info in files:
@@ -159,6 +162,18 @@ def plan_members(
     if not plans:
         raise IntegrityError(f"The archive of {identity.label} contains no files.")
     return plans
+
+
+def _check_layout(files: list[zipfile.ZipInfo], identity: JobIdentity) -> None:
+    """Members' data must not overlap: entries sharing compressed bytes are how a small zip declares many
+    large members without any one of them looking out of proportion."""
+    ordered = sorted(files, key=lambda info: info.header_offset)
+    for info, after in itertools.pairwise(ordered):
+        if info.header_offset + _LOCAL_HEADER.size + info.compress_size > after.header_offset:
+            raise IntegrityError(
+                f"The archive of {identity.label} has overlapping members ({info.filename!r} and "
+                f"{after.filename!r}); refused as a possible zip bomb."
+            )
 
 
 def _check_member(info: zipfile.ZipInfo, limits: ArchiveLimits) -> None:
@@ -188,7 +203,10 @@ def inflate(raw: IO[bytes], info: zipfile.ZipInfo) -> Generator[bytes]:
     if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_SIGNATURE:
         raise IntegrityError(f"Archive member {name!r} has no local header where the central directory says.")
     *_, name_length, extra_length = _LOCAL_HEADER.unpack(header)
-    raw.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+    local_name = raw.read(name_length).decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+    if local_name != info.orig_filename:
+        raise IntegrityError(f"Archive member {name!r} is named {local_name!r} in its local header.")
+    raw.seek(extra_length, io.SEEK_CUR)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS) if info.compress_type == zipfile.ZIP_DEFLATED else None
     produced, crc, left = 0, 0, info.compress_size
     try:
