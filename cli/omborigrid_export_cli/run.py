@@ -29,6 +29,7 @@ from omborigrid_export.errors import (
     OmboriGridExportError,
     UnexpectedFailure,
 )
+from omborigrid_export.exporter import Continued
 from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from omborigrid_export.polling import PollState
 from omborigrid_export.redact import describe_exception
@@ -217,13 +218,12 @@ class Runner:
         landing = self.exporter.land(
             identity, bucket=self.plan.bucket, replace=self.plan.force, time_left=self.time_left
         )
-        if landing.checkpoint is not None:
+        if isinstance(landing, Continued):
             # Out of time mid-transfer: nothing is left half-done for a CLI run.
             checkpoint = landing.checkpoint
             self._abort_upload(checkpoint.bucket, checkpoint.key, checkpoint.upload_id)
             raise self._timed_out(item)
-        assert landing.manifest is not None
-        item.result = export_result(landing.manifest)
+        item.result = export_result(landing.manifest.to_dict())
         self.bar.finish()
 
     def _abort_upload(self, bucket: str, key: str, upload_id: str) -> None:

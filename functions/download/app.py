@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from omborigrid_export.exporter import Continued
 from omborigrid_export.function_settings import DownloadSettings
 from omborigrid_export.state import ExportState
 from omborigrid_export.transfer import Checkpoint
@@ -77,22 +78,19 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         keep_upload_on_failure=True,
         previous_manifest_key=ledger.previous_manifest_key(request) if state.ref.force else None,
     )
-    if result.checkpoint is not None:
+    if isinstance(result, Continued):
         save(result.checkpoint)
         metrics.add_metric(name="TransferContinuations", unit=MetricUnit.Count, value=1)
         logger.info("continuing in the next invocation", extra={"bytesDone": result.checkpoint.bytes_done})
         return {**event, "transfer": {"complete": False, "checkpoint": result.checkpoint.to_dict(), "manifest": None}}
     manifest = result.manifest
-    assert manifest is not None
-    ledger.mark_landed(request, state.ref.job_id, str(manifest["key"]), str(manifest["manifestKey"]))
-    if not manifest.get("alreadyExisted"):
-        metrics.add_metric(name="BytesLanded", unit=MetricUnit.Bytes, value=float(manifest["bytes"]))
+    ledger.mark_landed(request, state.ref.job_id, manifest.key, manifest.manifest_key)
+    if not manifest.already_existed:
+        metrics.add_metric(name="BytesLanded", unit=MetricUnit.Bytes, value=float(manifest.bytes))
         metrics.add_metric(name="ExportsLanded", unit=MetricUnit.Count, value=1)
-        seconds = manifest["timings"].get("transferSeconds")
-        if seconds is not None:
-            metrics.add_metric(name="TransferSeconds", unit=MetricUnit.Seconds, value=float(seconds))
+        if manifest.timings.transfer_seconds is not None:
+            metrics.add_metric(name="TransferSeconds", unit=MetricUnit.Seconds, value=manifest.timings.transfer_seconds)
     logger.info(
-        "landed",
-        extra={"key": manifest["key"], "bytes": manifest["bytes"], "alreadyExisted": manifest.get("alreadyExisted")},
+        "landed", extra={"key": manifest.key, "bytes": manifest.bytes, "alreadyExisted": manifest.already_existed}
     )
-    return {**event, "transfer": {"complete": True, "checkpoint": None, "manifest": manifest}}
+    return {**event, "transfer": {"complete": True, "checkpoint": None, "manifest": manifest.to_dict()}}

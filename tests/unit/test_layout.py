@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from omborigrid_export.errors import ConfigurationError, InvalidInput
-from omborigrid_export.layout import DEFAULT_KEY_TEMPLATE, KeyLayout, manifest_key_for
+from omborigrid_export.layout import DEFAULT_KEY_TEMPLATE, KeyLayout, archive_manifest_key, manifest_key_for
 
 TENANT = "621e1fc633350f0007637a0c"
 FILENAME = "analytics_2026-01-02.parquet"
@@ -183,3 +183,17 @@ def test_given_manifest_key_when_compared_then_same_folder_as_data() -> None:
     manifest = manifest_key_for(data_key)
     assert manifest.rpartition("/")[0] == data_key.rpartition("/")[0]
     assert manifest.rpartition("/")[2].startswith("_")
+
+
+@pytest.mark.parametrize(
+    ("first_member", "expected"),
+    [
+        (
+            "lake/events/tenant=t/dt=2026-11-01/part-0.parquet",
+            "lake/events/tenant=t/dt=2026-11-01/_job-1.manifest.json",
+        ),
+        ("part-0.parquet", "_job-1.manifest.json"),
+    ],
+)
+def test_an_archive_manifest_sits_beside_its_first_member_named_after_the_job(first_member: str, expected: str) -> None:
+    assert archive_manifest_key(first_member, "job-1") == expected

@@ -1,272 +1,384 @@
-"""Archive deliveries: a zip of parquet files lands member by member, per table.
+"""Archive deliveries: a zip of parquet files lands per table, all members or none.
 
-The delivery is first landed (verified, like any file) under a staging key. Its central directory, at the
-end of the zip, is then read with ranged GETs of the staged object, and each parquet member is streamed —
-decompressed on the fly when needed — into its own multipart upload under the table layout. Memory stays
-bounded by one read block plus one part, whatever the archive or member size. Each member is checked three
-ways: the zip's own CRC-32 of the member (``zipfile`` raises on a mismatch), our CRC-32 of the bytes
-uploaded (which S3 verifies on completion and records), and the parquet magic at both ends.
+The delivery is first landed (verified, like any file) under a staging key. Its central directory is read
+with ranged GETs of the staged object, and the declared sizes are judged before a byte is inflated: a member
+whose inflated size is out of proportion to its compressed size, or an archive inflating past a total cap,
+is refused as a zip bomb. Each parquet member is then inflated by our own bounded loop (never more than one
+byte beyond what the central directory declares; CRC-32 and size checked) into its own *open* multipart
+upload, and its footer is proven from the tail kept in memory. A multipart upload is invisible until it is
+completed, so nothing is published until every member is verified; only then are the uploads completed, one
+by one, and if one completion fails the members this job already completed are deleted before the failure is
+reported. The manifest, written last by the caller, is the commit marker.
+
+An object already under a member key that no manifest names is a leftover of a failed attempt, never a
+landing: it is replaced (deleted only while its ETag is still the one seen) instead of blocking the day.
+Memory stays bounded by one read block, one part and the footer tail, whatever the archive or member size.
 """
 
 from __future__ import annotations
 
+import enum
 import io
+import itertools
 import logging
-import re
-import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from . import checksum
-from .errors import IntegrityError, LandingConflict, TransferFailed
-from .layout import KeyLayout
-from .models import ExportJob
+from .errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError, TransferFailed
+from .layout import KeyLayout, archive_manifest_key, manifest_key_for
+from .manifest import read_manifest_at
+from .models import ExportJob, JobIdentity, validate_job_id
+from .proof import ContentProver, Proof
 from .redact import describe_exception
-from .settings import MIB
-from .transfer import PARQUET_MAGIC, LandedObject, SeekableReader, choose_part_size
-from .transfer import ChunkBuffer as _Chunks
-from .transfer import MultipartUpload as _Upload
+from .transfer import (
+    DEADLINE_MARGIN_SECONDS,
+    PARQUET_MAGIC,
+    ChunkBuffer,
+    LandedObject,
+    MultipartUpload,
+    choose_part_size,
+)
+from .zipmembers import ArchiveLimits, MemberPlan, S3RangeReader, inflate, open_archive, plan_members
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
 
-_TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
-_DT_SEGMENT_RE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
-_DATE_IN_NAME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
-READ_BLOCK = 8 * MIB
+_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+
+#: Builds the prover for one table of one job (the parquet footer checks of DESIGN "Proof of a landing").
+ProverFactory = Callable[[JobIdentity, str], ContentProver]
 
 
-class S3RangeReader(SeekableReader):
-    """A read-only, seekable file over an S3 object, fetched in blocks with ranged GETs."""
+class _Tail:
+    """The last ``limit`` bytes seen, for the footer proof, kept as chunks (no copy per chunk)."""
 
-    def __init__(self, s3: S3Client, bucket: str, key: str, size: int, *, block: int = READ_BLOCK) -> None:
-        super().__init__(size)
-        self._s3, self._bucket, self._key, self._block = s3, bucket, key, block
-        self._cache_start = 0
-        self._cache = b""
-        self.requests = 0
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._pos >= self._size or not len(view):
-            return 0
-        if not self._cache_start <= self._pos < self._cache_start + len(self._cache):
-            self._fill(self._pos)
-        offset = self._pos - self._cache_start
-        n = min(len(view), len(self._cache) - offset)
-        view[:n] = self._cache[offset : offset + n]
-        self._pos += n
-        return n
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= self._limit:
+            self._size -= len(self._chunks.popleft())
 
-    def _fill(self, start: int) -> None:
-        end = min(start + self._block, self._size) - 1
-        self.requests += 1
-        try:
-            body = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end}")["Body"]
-            data = body.read()
-        except ClientError as exc:
-            raise TransferFailed(f"Reading the staged archive failed: {describe_exception(exc)}") from None
-        if len(data) != end - start + 1:
-            raise TransferFailed(f"S3 returned {len(data)} bytes for a {end - start + 1}-byte range of the archive.")
-        self._cache_start, self._cache = start, data
+    def last(self, n: int) -> bytes:
+        return b"".join(self._chunks)[-n:] if n else b""
+
+    def __len__(self) -> int:
+        return min(self._size, self._limit)
 
 
 @dataclass(frozen=True, slots=True)
-class MemberPlan:
-    info: zipfile.ZipInfo
-    table: str
-    day: date
-    key: str
+class ArchiveEntry:
+    """One published archive member, as the manifest records it."""
 
-
-def member_table_and_day(name: str, job: ExportJob) -> tuple[str, date]:
-    """Table and data date of a member, from its path: ``events/dt=2026-11-01/part-0.parquet`` or
-    ``events_2026-11-01.parquet``. Without a date in the name, the export's first date."""
-    parts = [p for p in name.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts) or name.startswith("/") or "\\" in name:
-        raise IntegrityError(f"The archive member {name!r} has an unsafe path.")
-    basename = parts[-1]
-    table = parts[0] if len(parts) > 1 else re.split(r"[_.\-]", basename, maxsplit=1)[0]
-    table = table.lower()
-    if not _TABLE_RE.fullmatch(table):
-        raise IntegrityError(f"Cannot tell the table of archive member {name!r}.")
-    day = job.date_from
-    for segment in parts[:-1]:
-        match = _DT_SEGMENT_RE.match(segment)
-        if match:
-            day = date.fromisoformat(match[1])
-            break
-    else:
-        found = _DATE_IN_NAME_RE.search(basename)
-        if found:
-            day = date.fromisoformat(found[1])
-    if not job.date_from <= day <= job.date_to:
-        raise IntegrityError(f"Archive member {name!r} is dated {day}, outside the export's dates.")
-    return table, day
-
-
-def plan_members(archive: zipfile.ZipFile, job: ExportJob, layout: KeyLayout) -> list[MemberPlan]:
-    plans: list[MemberPlan] = []
-    seen: dict[str, str] = {}
-    for info in archive.infolist():
-        if info.is_dir():
-            continue
-        if info.flag_bits & 0x1:
-            raise IntegrityError(f"Archive member {info.filename!r} is encrypted; cannot land it.")
-        table, day = member_table_and_day(info.filename, job)
-        basename = info.filename.rstrip("/").rsplit("/", 1)[-1]
-        key = layout.key_for(
-            tenant_id=job.tenant_id, date_from=day, date_to=day, job_id=job.id, filename=basename, table=table
-        )
-        if key in seen:
-            raise IntegrityError(
-                f"Archive members {seen[key]!r} and {info.filename!r} would land on the same key {key}."
-            )
-        seen[key] = info.filename
-        plans.append(MemberPlan(info, table, day, key))
-    if not plans:
-        raise IntegrityError(f"The archive of job {job.id} contains no files.")
-    return plans
-
-
-@dataclass(frozen=True, slots=True)
-class LandedMember:
+    landed: LandedObject
     table: str
     day: date
     member: str
-    landed: LandedObject
+    proof: Proof | None
 
 
-def explode(
-    s3: S3Client,
-    *,
-    bucket: str,
-    staged_key: str,
-    staged_size: int,
-    job: ExportJob,
-    layout: KeyLayout,
-    part_size: int,
-    replace: bool,
-) -> tuple[list[LandedMember], list[str]]:
-    """Land every parquet member of the staged archive. Returns (landed members, skipped member names)."""
-    reader = io.BufferedReader(S3RangeReader(s3, bucket, staged_key, staged_size), buffer_size=64 * 1024)
-    try:
-        archive = zipfile.ZipFile(reader)
-    except zipfile.BadZipFile as exc:
-        raise IntegrityError(f"The delivery of job {job.id} looks like a zip but cannot be read: {exc}.") from None
-    landed: list[LandedMember] = []
-    skipped: list[str] = []
-    with archive:
-        for plan in plan_members(archive, job, layout):
-            with archive.open(plan.info) as stream:
-                head = stream.read(4)
-            if head != PARQUET_MAGIC:
-                logger.warning("archive member %s is not parquet by its bytes; not landed", plan.info.filename)
-                skipped.append(plan.info.filename)
+@dataclass(frozen=True, slots=True)
+class ArchiveContents:
+    """What an archive landed: its published members, in archive order, and the members that were not parquet."""
+
+    entries: tuple[ArchiveEntry, ...]
+    skipped: tuple[str, ...] = ()
+
+
+class Existing(enum.StrEnum):
+    """What sits under a member's key when the archive is about to be published."""
+
+    NONE = "none"
+    #: The same bytes (size and CRC-32): nothing to write.
+    SAME = "same"
+    #: Leftovers no manifest names: replaced while their ETag is still the one seen.
+    LEFTOVER = "leftover"
+    #: Another landing's file, and a forced re-export replaces it.
+    OVERWRITE = "overwrite"
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A verified member waiting, as an open multipart upload, for the whole archive to be verified."""
+
+    plan: MemberPlan
+    upload: MultipartUpload
+    crc: int
+    proof: Proof | None
+    started: datetime
+    existing: Existing = Existing.NONE
+    existing_etag: str = ""
+
+
+class ArchiveLander:
+    """Lands the parquet members of one staged archive: verified all, then published all, or none."""
+
+    def __init__(
+        self,
+        s3: S3Client,
+        *,
+        layout: KeyLayout,
+        part_size: int,
+        limits: ArchiveLimits,
+        prover_for: ProverFactory | None = None,
+        time_left: Callable[[], float] | None = None,
+    ) -> None:
+        self._s3, self._layout, self._part_size, self._limits = s3, layout, part_size, limits
+        self._prover_for, self._time_left = prover_for, time_left
+
+    def land(self, staged: LandedObject, identity: JobIdentity, job: ExportJob, *, replace: bool) -> ArchiveContents:
+        """Verify every member into an open upload, then publish them all; on any failure, nothing stays."""
+        reader = io.BufferedReader(S3RangeReader(self._s3, staged.bucket, staged.key, staged.bytes), 64 * 1024)
+        waiting: list[_Staged] = []
+        members: list[_Staged | ArchiveEntry] = []
+        skipped: list[str] = []
+        try:
+            with open_archive(reader, identity.label) as archive:
+                plans = plan_members(archive, identity, self._layout, self._limits)
+            for plan in plans:
+                found: _Staged | ArchiveEntry | None = None
+                if not replace:
+                    found = self._already_there(plan, staged.bucket, identity)
+                if found is None:
+                    found = self._stage(reader, plan, staged.bucket, identity, job)
+                if found is None:
+                    skipped.append(plan.info.filename)
+                    continue
+                members.append(found)
+                if isinstance(found, _Staged):
+                    waiting.append(found)
+            if not members:
+                raise IntegrityError(f"The archive of {identity.label} contains no parquet files.")
+            directories = {p.key.rpartition("/")[0] for p in plans}
+            for open_member in waiting:
+                self._judge_existing(open_member, directories, replace)
+            return ArchiveContents(tuple(self._publish(members)), tuple(skipped))
+        except BaseException:
+            for open_member in waiting:
+                open_member.upload.abort()
+            raise
+
+    def remove(self, entries: Sequence[ArchiveEntry]) -> None:
+        """Delete the members this job published (not those that were already there). Best effort."""
+        for entry in entries:
+            if entry.landed.already_existed:
                 continue
-            result = _land_member(s3, archive, plan, bucket=bucket, job=job, part_size=part_size, replace=replace)
-            landed.append(LandedMember(plan.table, plan.day, plan.info.filename, result))
-    if not landed:
-        raise IntegrityError(f"The archive of job {job.id} contains no parquet files.")
-    return landed, skipped
+            kwargs: dict[str, Any] = {"Bucket": entry.landed.bucket, "Key": entry.landed.key}
+            if entry.landed.version_id:
+                kwargs["VersionId"] = entry.landed.version_id
+            try:
+                self._s3.delete_object(**kwargs)
+            except ClientError as exc:
+                logger.warning(
+                    "could not remove %s after a failed landing: %s", entry.landed.key, describe_exception(exc)
+                )
 
+    # -- verify ---------------------------------------------------------------------------------------
 
-def _land_member(
-    s3: S3Client,
-    archive: zipfile.ZipFile,
-    plan: MemberPlan,
-    *,
-    bucket: str,
-    job: ExportJob,
-    part_size: int,
-    replace: bool,
-) -> LandedObject:
-    size = plan.info.file_size
-    expected_crc = checksum.to_base64(plan.info.CRC & 0xFFFFFFFF)
-    if not replace:
-        existing = _existing_member(s3, bucket, plan.key, size, expected_crc)
-        if existing is not None:
-            return existing
-    started = datetime.now(UTC)
-    upload = _Upload.create(s3, bucket, plan.key, job, size, choose_part_size(size, part_size))
-    try:
-        buffer = _Chunks()
-        number, received = 1, 0
-        with archive.open(plan.info) as stream:
-            while chunk := stream.read(MIB):
-                buffer.append(chunk)
-                received += len(chunk)
-                while len(buffer) >= upload.part_size:
-                    upload.add(
-                        upload.upload_part(number, buffer.take(upload.part_size), (number - 1) * upload.part_size)
-                    )
-                    number += 1
+    def _stage(
+        self, reader: IO[bytes], plan: MemberPlan, bucket: str, identity: JobIdentity, job: ExportJob
+    ) -> _Staged | None:
+        """Inflate one member into an open multipart upload and prove it; None when it is not parquet."""
+        self._check_deadline(identity)
+        stream = inflate(reader, plan.info)
+        first: list[bytes] = []
+        for chunk in stream:
+            first.append(chunk)
+            if sum(map(len, first)) >= len(PARQUET_MAGIC):
+                break
+        if b"".join(first)[: len(PARQUET_MAGIC)] != PARQUET_MAGIC:
+            stream.close()
+            logger.warning("archive member %s is not parquet by its bytes; not landed", plan.info.filename)
+            return None
+        size, started = plan.info.file_size, datetime.now(UTC)
+        upload = MultipartUpload.create(self._s3, bucket, plan.key, job, size, choose_part_size(size, self._part_size))
+        try:
+            tail = self._upload_parts(upload, itertools.chain(first, stream), identity)
+            return _Staged(plan, upload, upload.combined_crc(), self._prove(plan, tail, identity), started)
+        except BaseException:
+            upload.abort()
+            raise
+
+    def _upload_parts(self, upload: MultipartUpload, chunks: Iterator[bytes], identity: JobIdentity) -> _Tail:
+        buffer, tail, number = ChunkBuffer(), _Tail(self._limits.footer_bytes), 1
+        for chunk in chunks:
+            buffer.append(chunk)
+            tail.add(chunk)
+            while len(buffer) >= upload.part_size:
+                self._check_deadline(identity)
+                upload.add(upload.upload_part(number, buffer.take(upload.part_size), (number - 1) * upload.part_size))
+                number += 1
         if len(buffer):
             upload.add(upload.upload_part(number, buffer.take(len(buffer)), (number - 1) * upload.part_size))
-        if received != size:
-            raise IntegrityError(f"Archive member {plan.info.filename!r} gave {received} bytes, not {size}.")
-        if upload.tail[-4:] != PARQUET_MAGIC:
-            raise IntegrityError(f"Archive member {plan.info.filename!r} does not end like a parquet file.")
-        crc = upload.combined_crc()
-        if checksum.to_base64(crc) != expected_crc:
-            raise IntegrityError(f"Archive member {plan.info.filename!r} does not match the zip's CRC-32.")
-        try:
-            result = upload.complete(crc, replace=replace)
-        except LandingConflict:
-            raced = _existing_member(s3, bucket, plan.key, size, expected_crc)
-            if raced is None:
-                raise
-            return raced
-    except zipfile.BadZipFile as exc:
-        upload.abort()
-        raise IntegrityError(f"Archive member {plan.info.filename!r} is corrupt: {exc}.") from None
-    except BaseException:
-        upload.abort()
-        raise
-    head = s3.head_object(Bucket=bucket, Key=plan.key, ChecksumMode="ENABLED")
-    if head["ContentLength"] != size or head.get("ChecksumCRC32") != expected_crc:
-        raise IntegrityError(f"S3 recorded a different size or CRC-32 for {plan.key} than was sent.")
-    logger.info("landed archive member %s as s3://%s/%s (%d bytes)", plan.info.filename, bucket, plan.key, size)
-    return LandedObject(
-        bucket=bucket,
-        key=plan.key,
-        bytes=size,
-        checksum_crc32=expected_crc,
-        content_kind="parquet",
-        job_id=job.id,
-        already_existed=False,
-        source_host="",
-        parts=len(upload.parts),
-        version_id=result.get("VersionId"),
-        started_at=started,
-        finished_at=datetime.now(UTC),
-    )
+        return tail
 
-
-def _existing_member(s3: S3Client, bucket: str, key: str, size: int, crc: str) -> LandedObject | None:
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+    def _prove(self, plan: MemberPlan, tail: _Tail, identity: JobIdentity) -> Proof | None:
+        name, size = plan.info.filename, plan.info.file_size
+        if tail.last(len(PARQUET_MAGIC)) != PARQUET_MAGIC:
+            raise IntegrityError(f"Archive member {name!r} does not end like a parquet file.")
+        if self._prover_for is None:
             return None
-        raise TransferFailed(f"Could not check s3://{bucket}/{key}: {describe_exception(exc)}") from None
-    if head["ContentLength"] != size or head.get("ChecksumCRC32") != crc:
-        raise LandingConflict(
-            f"s3://{bucket}/{key} already holds a different object; it is not replaced unless forced."
+        prover = self._prover_for(identity, plan.table)
+        needed = prover.tail_length(size, tail.last(8))
+        if needed > len(tail):
+            raise IntegrityError(
+                f"The parquet footer of archive member {name!r} needs its last {needed} bytes, more than the "
+                f"{len(tail)} kept for verification; it cannot be verified."
+            )
+        return prover.prove(tail.last(needed), size)
+
+    def _already_there(self, plan: MemberPlan, bucket: str, identity: JobIdentity) -> ArchiveEntry | None:
+        """The member as an earlier landing published it (same size and the zip's own CRC-32, as S3 recorded
+        them), proven from its stored footer; None when it is not there as such (then it is inflated)."""
+        size, crc = plan.info.file_size, checksum.to_base64(plan.info.CRC & 0xFFFFFFFF)
+        head = self._head(bucket, plan.key)
+        if head is None or head["ContentLength"] != size or head.get("ChecksumCRC32") != crc:
+            return None
+        proof = None
+        if self._prover_for is not None:
+            prover = self._prover_for(identity, plan.table)
+            needed = prover.tail_length(size, self._read(bucket, plan.key, max(0, size - 8)))
+            if needed > self._limits.footer_bytes:
+                raise IntegrityError(f"The parquet footer of {plan.key} is too large to be verified ({needed} bytes).")
+            proof = prover.prove(self._read(bucket, plan.key, max(0, size - needed)), size)
+        landed = LandedObject(
+            bucket=bucket,
+            key=plan.key,
+            bytes=size,
+            checksum_crc32=crc,
+            content_kind="parquet",
+            job_id=str(head.get("Metadata", {}).get("omborigrid-job-id", "")),
+            already_existed=True,
+            source_host="",
+            version_id=head.get("VersionId"),
         )
-    return LandedObject(
-        bucket=bucket,
-        key=key,
-        bytes=size,
-        checksum_crc32=crc,
-        content_kind="parquet",
-        job_id=head.get("Metadata", {}).get("omborigrid-job-id", ""),
-        already_existed=True,
-        source_host="",
-        version_id=head.get("VersionId"),
-    )
+        logger.info("archive member %s is already landed as s3://%s/%s", plan.info.filename, bucket, plan.key)
+        return ArchiveEntry(landed, plan.table, plan.day, plan.info.filename, proof)
+
+    def _read(self, bucket: str, key: str, start: int) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-")["Body"].read()
+        except ClientError as exc:
+            raise TransferFailed(f"Reading s3://{bucket}/{key} failed: {describe_exception(exc)}") from None
+
+    # -- publish --------------------------------------------------------------------------------------
+
+    def _judge_existing(self, member: _Staged, directories: set[str], replace: bool) -> None:
+        """Decide what to do with an object already under the member's key (``Existing``); LandingConflict
+        when it is another landing's file and replacing it was not asked for."""
+        key, bucket = member.plan.key, member.upload.bucket
+        head = self._head(bucket, key)
+        if head is None:
+            return
+        recorded = head.get("ChecksumCRC32")
+        if head["ContentLength"] == member.plan.info.file_size and recorded == checksum.to_base64(member.crc):
+            member.existing = Existing.SAME
+        elif replace:
+            member.existing = Existing.OVERWRITE
+        elif self._committed(bucket, key, head, directories):
+            raise LandingConflict(
+                f"s3://{bucket}/{key} already holds a different object that a manifest names; it is not replaced "
+                "unless forced."
+            )
+        else:
+            logger.warning("s3://%s/%s holds leftovers of a failed landing (no manifest names it)", bucket, key)
+            member.existing, member.existing_etag = Existing.LEFTOVER, str(head["ETag"])
+
+    def _committed(self, bucket: str, key: str, head: Any, dirs: set[str]) -> bool:
+        """Whether a manifest (single-file, or an archive's beside any of this archive's directories) names
+        ``key``. An unreadable manifest counts as naming it: nothing is deleted on a doubt."""
+        candidates = {manifest_key_for(key)}
+        try:
+            owner = validate_job_id(head.get("Metadata", {}).get("omborigrid-job-id"))
+            candidates |= {archive_manifest_key(f"{d}/member", owner) for d in dirs}
+        except InvalidInput:
+            pass
+        for candidate in sorted(candidates):
+            try:
+                manifest = read_manifest_at(self._s3, bucket, candidate)
+            except OmboriGridExportError:
+                return True
+            if manifest is not None and manifest.names(key):
+                return True
+        return False
+
+    def _publish(self, members: list[_Staged | ArchiveEntry]) -> list[ArchiveEntry]:
+        published: list[ArchiveEntry] = []
+        try:
+            for member in members:
+                published.append(member if isinstance(member, ArchiveEntry) else self._publish_one(member))
+        except BaseException:
+            self.remove(published)
+            raise
+        return published
+
+    def _publish_one(self, member: _Staged) -> ArchiveEntry:
+        upload, plan = member.upload, member.plan
+        crc = checksum.to_base64(member.crc)
+        if member.existing is Existing.SAME:
+            upload.abort()
+            landed = self._landed(member, already_existed=True, version_id=None)
+        else:
+            if member.existing is Existing.LEFTOVER:
+                self._delete_leftover(upload.bucket, plan.key, member.existing_etag)
+            result = upload.complete(member.crc, replace=member.existing is Existing.OVERWRITE)
+            landed = self._landed(member, already_existed=False, version_id=result.get("VersionId"))
+            head = self._head(upload.bucket, plan.key)
+            if head is None or head["ContentLength"] != plan.info.file_size or head.get("ChecksumCRC32") != crc:
+                self.remove([ArchiveEntry(landed, plan.table, plan.day, plan.info.filename, member.proof)])
+                raise IntegrityError(
+                    f"S3 recorded a different size or CRC-32 for {plan.key} than was sent; removed it."
+                )
+            logger.info("landed archive member %s as s3://%s/%s", plan.info.filename, upload.bucket, plan.key)
+        return ArchiveEntry(landed, plan.table, plan.day, plan.info.filename, member.proof)
+
+    def _delete_leftover(self, bucket: str, key: str, etag: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise LandingConflict(f"s3://{bucket}/{key} changed while this landing was replacing it.") from None
+            raise TransferFailed(f"Could not replace s3://{bucket}/{key}: {describe_exception(exc)}") from None
+
+    def _landed(self, member: _Staged, *, already_existed: bool, version_id: str | None) -> LandedObject:
+        return LandedObject(
+            bucket=member.upload.bucket,
+            key=member.plan.key,
+            bytes=member.plan.info.file_size,
+            checksum_crc32=checksum.to_base64(member.crc),
+            content_kind="parquet",
+            job_id=member.upload.job_id,
+            already_existed=already_existed,
+            source_host="",
+            parts=len(member.upload.parts),
+            version_id=version_id,
+            started_at=member.started,
+            finished_at=datetime.now(UTC),
+        )
+
+    def _head(self, bucket: str, key: str) -> Any:
+        try:
+            return self._s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+                return None
+            raise TransferFailed(f"Could not check s3://{bucket}/{key}: {describe_exception(exc)}") from None
+
+    def _check_deadline(self, identity: JobIdentity) -> None:
+        if self._time_left is not None and self._time_left() < DEADLINE_MARGIN_SECONDS:
+            raise TransferFailed(
+                f"The archive of {identity.label} could not be unpacked before this invocation's deadline; nothing "
+                "was published and it will be tried again."
+            )

@@ -1,7 +1,10 @@
 """The export use cases, shared by the Lambda handlers and the CLI.
 
 ``create`` asks for a job, ``check`` polls it once within bounds, ``land`` moves its file into S3 and
-writes the manifest. Collaborators (API client, S3 client, HTTP sessions, clock) are passed in.
+writes the manifest last (the day's commit marker). ``land`` answers :class:`Landed` or :class:`Continued`,
+never a pair of optionals. Everything it writes or removes derives from the requested :class:`JobIdentity`
+(DESIGN "Identity"): a later answer of the API can confirm the identity, never redirect the landing.
+Collaborators (API client, S3 client, HTTP sessions, clock, content prover) are passed in.
 """
 
 from __future__ import annotations
@@ -10,17 +13,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import requests
 from botocore.exceptions import ClientError
 
-from .archive import explode
+from .archive import ArchiveLander, ProverFactory
 from .client import OmboriGridClient
-from .errors import ExportFailed, GarbledResponse, IntegrityError
-from .manifest import build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
+from .errors import ExportFailed, GarbledResponse, IntegrityError, OmboriGridExportError
+from .manifest import Manifest, build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .polling import PollState
+from .proof import Proof
 from .redact import describe_exception
 from .settings import Settings
 from .transfer import (
@@ -32,6 +36,7 @@ from .transfer import (
     Transfer,
     TransferOutcome,
 )
+from .zipmembers import ArchiveLimits
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,12 +44,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class LandingResult:
-    """A finished landing (with its manifest) or a checkpoint to continue from."""
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """The export landed (now, or by an earlier run: ``manifest.already_existed``)."""
 
-    manifest: dict[str, Any] | None = None
-    checkpoint: Checkpoint | None = None
+    manifest: Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Continued:
+    """The invocation's time ran low first: land again with ``resume=checkpoint``."""
+
+    checkpoint: Checkpoint
+
+
+LandingResult = Landed | Continued
 
 
 class Exporter:
@@ -57,6 +71,8 @@ class Exporter:
         session_factory: Callable[[], requests.Session] = requests.Session,
         progress: ProgressCallback | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        prover_for: ProverFactory | None = None,
+        archive_limits: ArchiveLimits | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -64,6 +80,8 @@ class Exporter:
         self._session_factory = session_factory
         self._progress = progress
         self._now = now
+        self._prover_for = prover_for
+        self._archive_limits = archive_limits or ArchiveLimits()
 
     def create(self, request: ExportRequest) -> ExportJob:
         return self.client.create_job(request)
@@ -91,13 +109,15 @@ class Exporter:
         )
         return job, next_poll
 
-    def key_for(self, job: ExportJob) -> str:
+    def key_for(self, identity: JobIdentity, filename: str) -> str:
+        """The final key of a single-file delivery: from the requested identity, never a later answer."""
+        request = identity.request
         return self.settings.layout.key_for(
-            tenant_id=job.tenant_id,
-            date_from=job.date_from,
-            date_to=job.date_to,
-            job_id=job.id,
-            filename=job.filename,
+            tenant_id=request.tenant_id,
+            date_from=request.date_from,
+            date_to=request.date_to,
+            job_id=identity.job_id,
+            filename=filename,
         )
 
     def land(
@@ -112,7 +132,7 @@ class Exporter:
         previous_manifest_key: str | None = None,
         on_checkpoint: CheckpointSink | None = None,
     ) -> LandingResult:
-        """Land the job's file (or, for an archive, its members) and write the manifest.
+        """Land the job's file (or, for an archive, its members) and write the manifest last.
 
         ``previous_manifest_key`` names the manifest of an earlier landing of the same tenant/dates; with
         ``replace`` its files that the new landing did not overwrite are removed afterwards, so a forced
@@ -134,27 +154,23 @@ class Exporter:
             return self.client.get_pinned_job(identity)
 
         staging_key = self.settings.archive_layout.staging_key(
-            tenant_id=job.tenant_id, job_id=job.id, filename=job.filename
+            tenant_id=identity.request.tenant_id, job_id=identity.job_id, filename=job.filename
         )
-        single_key = self.key_for(job)
+        single_key = self.key_for(identity, job.filename)
         if resume is None and not replace:
             # A rerun of an export that already landed: answer without touching the source at all.
             existing = transfer.existing(job, bucket=bucket, key=single_key)
             if existing is not None:
-                manifest = read_manifest(self.s3, bucket, single_key) or build_manifest(job, existing, now=self._now())
-                manifest["alreadyExisted"] = True
-                return LandingResult(manifest=manifest)
-        if resume is not None:
-            is_archive = resume.key == staging_key
-        else:
-            # Decided by the bytes, never by the file name.
-            is_archive = transfer.peek(job, refresh) == ZIP_LOCAL_HEADER
-        key = staging_key if is_archive else single_key
+                return Landed(self._committed(identity, job, existing))
+        # Decided by the bytes, never by the file name.
+        is_archive = (
+            resume.key == staging_key if resume is not None else transfer.peek(job, refresh) == ZIP_LOCAL_HEADER
+        )
         outcome: TransferOutcome = transfer.land(
             job,
             refresh,
             bucket=bucket,
-            key=key,
+            key=staging_key if is_archive else single_key,
             replace=replace and not is_archive,
             resume=resume,
             time_left=time_left,
@@ -162,34 +178,64 @@ class Exporter:
             on_checkpoint=on_checkpoint,
         )
         if outcome.checkpoint is not None:
-            return LandingResult(checkpoint=outcome.checkpoint)
-        assert outcome.landed is not None
+            return Continued(outcome.checkpoint)
+        if outcome.landed is None:
+            raise ExportFailed(f"The transfer of {identity.label} ended with neither a file nor a checkpoint.")
         if is_archive:
-            manifest = self._explode(job, outcome.landed, replace=replace)
-        elif outcome.landed.already_existed and (landed_before := read_manifest(self.s3, bucket, key)) is not None:
-            landed_before["alreadyExisted"] = True
-            return LandingResult(manifest=landed_before)
+            manifest = self._land_archive(identity, job, outcome.landed, replace=replace, time_left=time_left)
+        elif outcome.landed.already_existed:
+            return Landed(self._committed(identity, job, outcome.landed))
         else:
-            manifest = build_manifest(job, outcome.landed, now=self._now())
-        write_manifest(self.s3, manifest)
+            manifest = build_manifest(
+                identity, job, outcome.landed, proof=_proof_of(outcome.landed), landed_at=self._now()
+            )
+            write_manifest(self.s3, manifest)
         if replace and previous_manifest_key:
             self._remove_replaced(bucket, previous_manifest_key, manifest)
-        return LandingResult(manifest=manifest)
+        return Landed(manifest)
 
-    def _explode(self, job: ExportJob, staged: LandedObject, *, replace: bool) -> dict[str, Any]:
+    def _committed(self, identity: JobIdentity, job: ExportJob, existing: LandedObject) -> Manifest:
+        """The manifest of a file that is already under its key: the one beside it when it is valid and
+        names this tenant and day; otherwise (leftovers of a run that died before its manifest) a new one,
+        written now, since the file itself was verified."""
+        try:
+            before = read_manifest(self.s3, existing.bucket, existing.key)
+        except IntegrityError as exc:
+            logger.warning("the manifest beside %s is not valid (%s); writing it again", existing.key, exc)
+            before = None
+        if before is not None and before.is_for(identity) and before.names(existing.key):
+            return before.as_already_existed()
+        manifest = build_manifest(identity, job, existing, proof=_proof_of(existing), landed_at=self._now())
+        write_manifest(self.s3, manifest)
+        return manifest.as_already_existed()
+
+    def _land_archive(
+        self,
+        identity: JobIdentity,
+        job: ExportJob,
+        staged: LandedObject,
+        *,
+        replace: bool,
+        time_left: Callable[[], float] | None,
+    ) -> Manifest:
         if staged.content_kind != "zip":
-            raise IntegrityError(f"The delivery of job {job.id} starts like a zip but is not a valid zip archive.")
-        members, skipped = explode(
+            raise IntegrityError(f"The delivery of {identity.label} starts like a zip but is not a valid zip archive.")
+        lander = ArchiveLander(
             self.s3,
-            bucket=staged.bucket,
-            staged_key=staged.key,
-            staged_size=staged.bytes,
-            job=job,
             layout=self.settings.archive_layout,
             part_size=self.settings.transfer.part_size,
-            replace=replace,
+            limits=self._archive_limits,
+            prover_for=self._prover_for,
+            time_left=time_left,
         )
-        manifest = build_archive_manifest(job, staged, members, skipped, now=self._now())
+        contents = lander.land(staged, identity, job, replace=replace)
+        manifest = build_archive_manifest(identity, job, staged, contents, landed_at=self._now())
+        try:
+            write_manifest(self.s3, manifest)
+        except OmboriGridExportError:
+            # Without its manifest the day is not landed: take the members back rather than leave leftovers.
+            lander.remove(contents.entries)
+            raise
         try:
             self.s3.delete_object(Bucket=staged.bucket, Key=staged.key)
         except ClientError as exc:
@@ -197,15 +243,43 @@ class Exporter:
             logger.warning("could not delete the staged archive %s: %s", staged.key, describe_exception(exc))
         return manifest
 
-    def _remove_replaced(self, bucket: str, previous_manifest_key: str, manifest: dict[str, Any]) -> None:
-        previous = read_manifest_at(self.s3, bucket, previous_manifest_key)
-        if previous is None or previous.get("jobId") == manifest["jobId"]:
+    def _remove_replaced(self, bucket: str, previous_manifest_key: str, manifest: Manifest) -> None:
+        """Remove what a forced re-export replaced, only when the previous manifest is valid and lands the
+        same tenant and dates: a manifest naming another tenant or day is never acted on."""
+        try:
+            previous = read_manifest_at(self.s3, bucket, previous_manifest_key)
+        except OmboriGridExportError as exc:
+            logger.warning("the previous manifest %s cannot be read (%s); nothing removed", previous_manifest_key, exc)
             return
-        keep = {f["key"] for f in manifest["files"]} | {manifest["manifestKey"]}
-        stale = [f["key"] for f in previous.get("files", []) if f.get("key") not in keep]
+        if previous is None or previous.job_id == manifest.job_id:
+            return
+        if not previous.is_for(manifest.identity) or previous.bucket != bucket:
+            logger.warning(
+                "the previous manifest %s is for %s %s..%s in %s, not the re-exported day; nothing removed",
+                previous_manifest_key,
+                previous.tenant_id,
+                previous.date_from,
+                previous.date_to,
+                previous.bucket,
+            )
+            return
+        keep = {f.key for f in manifest.files} | {manifest.manifest_key}
+        stale = [f.key for f in previous.files if f.key not in keep]
         if previous_manifest_key not in keep:
             stale.append(previous_manifest_key)
+        removed = 0
         for key in stale:
-            self.s3.delete_object(Bucket=bucket, Key=key)
-        if stale:
-            logger.info("removed %d files replaced by job %s", len(stale), manifest["jobId"])
+            try:
+                self.s3.delete_object(Bucket=bucket, Key=key)
+                removed += 1
+            except ClientError as exc:
+                logger.warning("could not remove the replaced file %s: %s", key, describe_exception(exc))
+        if removed:
+            logger.info("removed %d files replaced by job %s", removed, manifest.job_id)
+
+
+def _proof_of(landed: LandedObject) -> Proof | None:
+    """The content proof the transfer made of a single file (``LandedObject.proof``, once the transfer
+    proves content; until then there is none)."""
+    proof: Proof | None = getattr(landed, "proof", None)
+    return proof

@@ -97,3 +97,10 @@ def manifest_key_for(data_key: str) -> str:
     and pyarrow datasets, which skip files starting with ``_``, never read it as data."""
     head, _, name = data_key.rpartition("/")
     return f"{head}/_{name}.manifest.json" if head else f"_{name}.manifest.json"
+
+
+def archive_manifest_key(first_member_key: str, job_id: str) -> str:
+    """An archive's manifest sits beside its first member, named after the job (an archive has no one file
+    to name it after); hidden from query engines like :func:`manifest_key_for`."""
+    head, _, _ = first_member_key.rpartition("/")
+    return f"{head}/_{job_id}.manifest.json" if head else f"_{job_id}.manifest.json"
