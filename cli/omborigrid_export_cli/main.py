@@ -62,20 +62,38 @@ def _configure_logging(debug: bool, verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: Commands served by the local stack (the omborigrid-local distribution), which the product does not include.
+LOCAL_STACK_COMMANDS = {"simulate": "omborigrid_local.simulator", "demo": "omborigrid_local.demo"}
+LOCAL_STACK_MISSING = (
+    "'{command}' needs the local stack (the OmboriGrid simulator and the local AWS engine), which this "
+    "installation does not include: from a checkout of the repository run `make install`, or "
+    "`pip install -e ./local_stack` into this environment."
+)
+
+
+def _local_stack_command(command: str, args: list[str]) -> int:
+    """Run ``simulate`` or ``demo`` (they own their arguments, --help included), or say what to install."""
+    import importlib
+
+    module_name = LOCAL_STACK_COMMANDS[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise  # the local stack is there, but something it needs is not: a broken install, shown as such
+        print(f"error: {LOCAL_STACK_MISSING.format(command=command)}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(module.main(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     args: argparse.Namespace | None = None
     try:
         # simulate and demo own their arguments (including --help): pass them through untouched.
-        if args_list and args_list[0] == "simulate":
-            from omborigrid_local.simulator import main as simulate_main
-
-            return int(simulate_main(args_list[1:]))
-        if args_list and args_list[0] == "demo":
-            from omborigrid_local.demo import main as demo_main
-
-            return int(demo_main(args_list[1:]))
+        if args_list and args_list[0] in LOCAL_STACK_COMMANDS:
+            return _local_stack_command(args_list[0], args_list[1:])
         args = build_parser().parse_args(args_list)
         _configure_logging(debug, getattr(args, "verbose", False))
         if args.command == "run":
