@@ -9,14 +9,17 @@ resolver knows; the simulator serves them on 127.0.0.1.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import errno
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -410,3 +413,91 @@ def test_given_a_public_answer_then_rebinding_to_loopback_without_allow_local_th
         session.get("https://files.example.com/x")
 
     assert connections.opened == [("93.184.216.34", 443)]
+
+
+# --- TLS: verified against the host name, SNI set to it, while the socket goes to the checked address ----------
+
+
+def _certificates(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA, and a server certificate for ``name`` only (no IP address in it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, key: Any, issuer: Any, issuer_key: Any, *, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        )
+        if ca:
+            usage = dict.fromkeys(
+                ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "crl_sign"), False
+            )
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, encipher_only=False, decipher_only=False, **usage
+                ),
+                critical=True,
+            )
+        else:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netsec test CA")])
+    ca_cert = build("netsec test CA", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build(name, key, ca_cert.subject, ca_key, ca=False)
+    paths = (directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ThreadingHTTPServer, Path, list[str | None]]]:
+    ca, cert, key = _certificates(tmp_path, "files.sim.test")
+    server_names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    server.redirect_to = None  # type: ignore[attr-defined]
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.handle_error = lambda _request, _address: None  # type: ignore[method-assign,assignment]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, ca, server_names
+    server.shutdown()
+    server.server_close()
+
+
+def test_given_https_then_the_certificate_is_verified_for_the_name_and_sni_carries_it(
+    tls_server: tuple[ThreadingHTTPServer, Path, list[str | None]], connections: Connections
+) -> None:
+    server, ca, server_names = tls_server
+    port = server.server_address[1]
+    resolver = ScriptedResolver({"files.sim.test": [["127.0.0.1"]], "other.sim.test": [["127.0.0.1"]]})
+    session = pinned_session(AddressPolicy(allow_local=True, resolver=resolver))
+    session.verify = str(ca)
+
+    assert session.get(f"https://files.sim.test:{port}/x").content == b"ok"
+    with pytest.raises(requests.exceptions.SSLError, match=r"other\.sim\.test"):
+        session.get(f"https://other.sim.test:{port}/x")  # same address, a name the certificate does not hold
+
+    assert server_names == ["files.sim.test", "other.sim.test"]
+    assert connections.to_port(port) == Counter({"127.0.0.1": 2})

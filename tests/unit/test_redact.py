@@ -314,3 +314,23 @@ def test_given_an_exception_whose_str_fails_then_described_by_class() -> None:
 def test_given_an_exception_quoting_server_text_then_described_on_one_clean_line() -> None:
     described = describe_exception(ValueError(f"\x1b[2Jbad\nline {ACCESS_KEY}"))
     assert described == "ValueError: bad line <redacted>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"GET {PRESIGNED} failed",
+        f"'Authorization': b'AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/x, Signature={SIGNATURE}'",
+        f"Authorization: Bearer {TOKEN}",
+        f"X-Amz-Security-Token={TOKEN} and {AWS_SECRET}",
+        "https%3A%2F%2Fh%2Ff%3FX-Amz-Signature%3D" + SIGNATURE,
+    ],
+)
+def test_scrubbing_twice_changes_nothing_more(text: str) -> None:
+    # Handlers, formatters and emitters may each scrub the same text; the result must not grow.
+    once = scrub(text)
+    assert scrub(once) == once
+
+
+def test_given_a_url_with_an_empty_query_then_it_is_left_alone() -> None:
+    assert scrub("see https://exports.example.com/f? now") == "see https://exports.example.com/f? now"

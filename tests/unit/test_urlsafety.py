@@ -310,7 +310,7 @@ def test_given_resolver_answer_that_is_not_an_address_then_refused() -> None:
 
 def prepared_host(url: str) -> str:
     """The host requests puts into the request it sends (what the connection pool is keyed on)."""
-    return urllib3.util.parse_url(requests.Request("GET", url).prepare().url).host or ""
+    return urllib3.util.parse_url(requests.Request("GET", url).prepare().url or "").host or ""
 
 
 @pytest.mark.parametrize("label", ["faß", "σοφός", "ΣΟΦΌΣ", "straße"])

@@ -5,8 +5,8 @@ with the whole URL (query included) and a traceback when a response header is ma
 DEBUG prints request headers (``Authorization``, ``X-Amz-Security-Token``) and presigned URLs. A handler
 filter sees every record that reaches the handler, from whichever logger, so installing it on the
 handlers we create is enough to cover them all. The formatted message, the traceback text, the stack
-text and any extra string attributes are scrubbed; control characters in the message are neutralised so
-a server's words cannot forge log lines.
+text and any extra string attributes are scrubbed; control characters and newlines in the message become
+spaces, so a server's words cannot forge log lines or rewrite a terminal.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class RedactingFilter(logging.Filter):
         if isinstance(record.msg, (dict, list)) and not record.args:
             record.msg = scrub_tree(record.msg)  # structured messages (Powertools) stay structured
         else:
-            record.msg = strip_controls(scrub(_message_of(record)), keep_newlines=True)
+            record.msg = strip_controls(scrub(_message_of(record)))
             record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")

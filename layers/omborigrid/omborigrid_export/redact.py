@@ -21,9 +21,11 @@ REDACTED = "<redacted>"
 
 #: A URL (or an absolute path, as urllib3 quotes it) followed by a query: the whole query goes, up to
 #: whitespace or a character that cannot appear unescaped in a URL requests sends.
-_URL_QUERY_RE = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s'\"?<>]*)\?[^\s\"<>]*")
+_URL_QUERY_RE = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s'\"?<>]*)\?(?!<redacted>)[^\s\"<>]+")
 #: The same, percent-encoded once (a URL carried inside another URL's query or a JSON document).
-_ENCODED_QUERY_RE = re.compile(r"(?i)(https?%3A%2F%2F[^\s'\"<>%]*(?:%(?!3F)[0-9A-F]{2}[^\s'\"<>%]*)*)%3F[^\s\"<>]*")
+_ENCODED_QUERY_RE = re.compile(
+    r"(?i)(https?%3A%2F%2F[^\s'\"<>%]*(?:%(?!3F)[0-9A-F]{2}[^\s'\"<>%]*)*)%3F(?!<redacted>)[^\s\"<>]+"
+)
 #: Authorization headers as botocore/urllib3 print them: quoted (dict repr, JSON) or as a header line.
 #: The scheme word (Bearer, AWS4-HMAC-SHA256) is kept, the rest of the value goes.
 _AUTH_QUOTED_RE = re.compile(r"(?i)(\bauthorization['\"]?\s*[:=]\s*b?(['\"])(?:[A-Za-z][A-Za-z0-9-]*\s+)?).*?\2")
