@@ -19,9 +19,11 @@ from urllib.parse import urlsplit
 
 REDACTED = "<redacted>"
 
-#: A URL (or an absolute path, as urllib3 quotes it) followed by a query: the whole query goes, up to
-#: whitespace or a character that cannot appear unescaped in a URL requests sends.
-_URL_QUERY_RE = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s'\"?<>]*)\?(?!<redacted>)[^\s\"<>]+")
+#: A query: from "?" up to whitespace or a character that cannot appear unescaped in a URL requests sends.
+#: It is a URL's (or an absolute path's, as urllib3 quotes it) when the word before it holds a "/".
+_QUERY_RE = re.compile(r"\?(?!<redacted>)[^\s\"<>]+")
+_WORD_BREAKS = frozenset("'\"?<>")
+_LOOKBACK = 2048
 #: The same, percent-encoded once (a URL carried inside another URL's query or a JSON document).
 _ENCODED_QUERY_RE = re.compile(
     r"(?i)(https?%3A%2F%2F[^\s'\"<>%]*(?:%(?!3F)[0-9A-F]{2}[^\s'\"<>%]*)*)%3F(?!<redacted>)[^\s\"<>]+"
@@ -32,7 +34,7 @@ _AUTH_QUOTED_RE = re.compile(r"(?i)(\bauthorization['\"]?\s*[:=]\s*b?(['\"])(?:[
 _AUTH_LINE_RE = re.compile(r"(?i)(\bauthorization\s*[:=]\s*(?!b?['\"])(?:[A-Za-z][A-Za-z0-9-]*\s+)?)[^\r\n'\"]+")
 _BEARER_RE = re.compile(r"(?i)(\bbearer\s+)[^\s'\",;]+")
 #: Named secrets anywhere: query parameters, header dicts, JSON, "name: value".
-_SECRET_NAME = r"\b[\w-]*(?:token|secret|password|passwd|signature|credential|api[_-]?key)[\w-]*['\"]?\s*"  # noqa: S105 - a pattern
+_SECRET_NAME = r"(?:token|secret|password|passwd|signature|credential|api[_-]?key)[\w-]{0,40}['\"]?\s*"  # noqa: S105 - a pattern
 _SECRET_QUOTED_RE = re.compile(rf"(?i)({_SECRET_NAME}[:=]\s*b?(['\"])).*?\2")
 _SECRET_FIELD_RE = re.compile(rf"(?i)({_SECRET_NAME}(?:=|%3D|:)\s*(?:b?['\"])?)[^\s'\"&,;<>]+")
 #: AWS access key ids (long-term AKIA, temporary ASIA, and the other unique-id prefixes).
@@ -84,7 +86,7 @@ def scrub(text: str) -> str:
         known = sorted(_known_secrets, key=len, reverse=True)
     for secret in known:
         text = text.replace(secret, REDACTED)
-    text = _URL_QUERY_RE.sub(rf"\1?{REDACTED}", text)
+    text = _QUERY_RE.sub(_redact_url_query, text)
     text = _ENCODED_QUERY_RE.sub(rf"\1%3F{REDACTED}", text)
     text = _AUTH_QUOTED_RE.sub(rf"\1{REDACTED}\2", text)
     text = _AUTH_LINE_RE.sub(rf"\1{REDACTED}", text)
@@ -93,6 +95,20 @@ def scrub(text: str) -> str:
     text = _SECRET_FIELD_RE.sub(rf"\1{REDACTED}", text)
     text = _ACCESS_KEY_RE.sub(REDACTED, text)
     return _TOKEN_LIKE_RE.sub(REDACTED, text)
+
+
+def _redact_url_query(match: re.Match[str]) -> str:
+    """Redact the query when the word before it holds a "/" (scanned backwards: linear in the text overall)."""
+    text, index = match.string, match.start() - 1
+    stop = max(-1, index - _LOOKBACK)
+    while index > stop:
+        char = text[index]
+        if char == "/":
+            return f"?{REDACTED}"
+        if char in _WORD_BREAKS or char.isspace():
+            break
+        index -= 1
+    return match.group(0)
 
 
 def strip_controls(text: str, *, keep_newlines: bool = False) -> str:
