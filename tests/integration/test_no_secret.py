@@ -331,7 +331,8 @@ LAMBDA_SCRIPT = textwrap.dedent(
     from omborigrid_export.models import ExportRequest
     from omborigrid_export.settings import TransferSettings, MIB
     from omborigrid_export.transfer import Transfer
-    import boto3, time
+    from omborigrid_export.safehttp import pinned_session_factory
+    import boto3, requests, time
 
     logger = Logger(service="netsec")
     tracer = Tracer(service="netsec")
@@ -349,7 +350,9 @@ LAMBDA_SCRIPT = textwrap.dedent(
             job = client.get_job(job.id)
         logger.info("job %s ready at %s", job.id, job.download_url)
         s3 = boto3.client("s3", endpoint_url=event["s3"], region_name="eu-west-1")
-        transfer = Transfer(s3, TransferSettings(part_size=5 * MIB, max_attempts=2), allow_local_urls=True)
+        sessions = pinned_session_factory(allow_local=True) if sys.argv[3] == "pinned" else requests.Session
+        settings = TransferSettings(part_size=5 * MIB, max_attempts=2)
+        transfer = Transfer(s3, settings, allow_local_urls=True, session_factory=sessions)
         try:
             return transfer.land(job, lambda: client.get_job(job.id), bucket=event["bucket"], key="k/file").landed.key
         except Exception:
@@ -391,7 +394,9 @@ class Datagrams:
             self.received.append(data.decode("utf-8", "replace"))
 
 
-def run_lambda(front: Front, moto_server: str, bucket: str, mode: str, datagrams: Datagrams) -> tuple[str, str]:
+def run_lambda(
+    front: Front, moto_server: str, bucket: str, mode: str, datagrams: Datagrams, sessions: str = "plain"
+) -> tuple[str, str]:
     env = {
         **marker_environment(front, moto_server),
         "LAMBDA_TASK_ROOT": "/var/task",
@@ -404,7 +409,7 @@ def run_lambda(front: Front, moto_server: str, bucket: str, mode: str, datagrams
     }
     event = {"api": front.url, "token": API_TOKEN, "tenant": TENANT, "day": DAY, "s3": moto_server, "bucket": bucket}
     result = subprocess.run(
-        [sys.executable, "-c", LAMBDA_SCRIPT, mode, json.dumps(event)],
+        [sys.executable, "-c", LAMBDA_SCRIPT, mode, json.dumps(event), sessions],
         capture_output=True,
         text=True,
         timeout=120,
@@ -421,21 +426,22 @@ def datagrams() -> Iterator[Datagrams]:
     receiver.sock.close()
 
 
+@pytest.mark.parametrize("sessions", ["plain", "pinned"])
 @pytest.mark.parametrize("stage", ["ok", "403", "500", "drop", "redirect", "refused", "malformed_header"])
 def test_given_tracing_active_then_no_xray_datagram_or_lambda_log_carries_a_marker(
-    front: Front, simulator: Any, moto_server: str, bucket: str, datagrams: Datagrams, stage: str
+    front: Front, simulator: Any, moto_server: str, bucket: str, datagrams: Datagrams, stage: str, sessions: str
 ) -> None:
     front.stage = stage
     simulator.configure(target_bytes=6 * 1024 * 1024)
 
-    stdout, stderr = run_lambda(front, moto_server, bucket, "install", datagrams)
+    stdout, stderr = run_lambda(front, moto_server, bucket, "install", datagrams, sessions)
 
     received = datagrams.drain()
     traced = "\n".join(received)
     assert received, f"no X-Ray datagram arrived: {stderr[-2000:]}"
     assert '"subsegments"' in traced or '"type": "subsegment"' in traced
     found = {"xray": markers_in(traced), "lambda stdout": markers_in(stdout), "lambda stderr": markers_in(stderr)}
-    print(f"\n[no-secret] lambda {stage}: {len(received)} datagrams, markers found {found}")
+    print(f"\n[no-secret] lambda {stage} ({sessions} sessions): {len(received)} datagrams, markers found {found}")
     assert found == {"xray": [], "lambda stdout": [], "lambda stderr": []}
     if stage != "ok":
         assert '"exceptions"' in traced  # the tracer did record the failure, scrubbed
