@@ -55,8 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(debug: bool, verbose: bool) -> None:
+    """Logs go to stderr, every record scrubbed at every level (urllib3 and botocore included), and so does
+    the traceback ``--debug`` lets through."""
+    import os
+
+    from omborigrid_export import logsafety
+    from omborigrid_export.redact import register_secrets
+
+    register_secrets(
+        os.environ.get(name) for name in ("OMBORIGRID_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    )
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafety.install_on_root()
+    sys.excepthook = logsafety.scrubbed_excepthook
     if not debug:
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
