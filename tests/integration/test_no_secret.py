@@ -267,10 +267,6 @@ def test_given_marker_secrets_at_every_failure_stage_then_no_cli_channel_carries
         assert '"jobId"' in channels["s3"]  # the manifest was landed, and read
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client._server_message scrubs but keeps terminal escapes; it should use redact.server_text (not owned here)",
-)
 def test_given_server_text_with_terminal_escapes_then_stderr_has_no_control_characters(
     front: Front, moto_server: str, bucket: str
 ) -> None:
