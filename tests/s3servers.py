@@ -10,11 +10,12 @@ LocalStack needs Python >= 3.12 and pins that the project's venv must not share,
 venv (``make localstack`` builds ``.localstack/`` from requirements-localstack.lock) as a child process:
 
 * it binds 127.0.0.1 only (``GATEWAY_SERVER=hypercorn``; LocalStack's default server listens on 0.0.0.0),
-  with S3 alone, no analytics and no certificate download, so it never reaches beyond loopback;
+  with S3 alone, no analytics, no certificate download and no DNS server (nor, see :data:`LAUNCHER`, DNS
+  query), so it never reaches beyond loopback;
 * everything it writes (objects, state, its TLS certificate, its temporary files) lives under the
-  instance's own directory: ``OVERRIDE_IN_DOCKER=0`` + ``FILESYSTEM_ROOT`` keep it out of the machine-wide
-  ``/var/lib/localstack`` and ``TMPDIR`` keeps its ``/tmp/localstack`` (which it empties at start) apart
-  from any other instance running on the same machine;
+  instance's own directory, apart from any other instance on the same machine: ``OVERRIDE_IN_DOCKER=0`` +
+  ``FILESYSTEM_ROOT`` keep it out of the machine-wide ``/var/lib/localstack``, ``TMPDIR`` moves its
+  ``/tmp/localstack`` (which it empties at start), and :data:`LAUNCHER` its S3 object store;
 * it is ready when ``/_localstack/health`` reports s3 ``running``, within a bounded wait; its output goes to
   a log file that is quoted when it fails to start;
 * LocalStack 4.14 does not exit on SIGTERM once it has served requests (its shutdown stops the asyncio
@@ -37,6 +38,18 @@ from types import TracebackType
 REPO = Path(__file__).resolve().parents[1]
 #: Built by ``make localstack``.
 LOCALSTACK_VENV = REPO / ".localstack"
+#: LocalStack's entry point, with two of its constants set first: its S3 object store moves from the
+#: machine-wide ``/tmp/localstack-s3-storage`` (shared by every instance, left behind when one is killed) to
+#: this instance's folder, given as the first argument; and it takes the virtual-host name of S3 as not
+#: resolving, instead of asking the machine's DNS server for ``s3.localhost.localstack.cloud`` at start.
+LAUNCHER = """
+import runpy, sys
+import localstack.services.s3.provider as provider
+import localstack.utils.aws.aws_stack as aws_stack
+provider.DEFAULT_S3_TMP_DIR = sys.argv.pop(1)
+aws_stack.CACHE_S3_HOSTNAME_DNS_STATUS = False
+runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
+"""
 START_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 5.0
 LOG_TAIL_CHARS = 4000
@@ -109,7 +122,7 @@ class LocalStackS3:
         started = time.monotonic()
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [str(self._python), "-m", "localstack.runtime.main"],
+                [str(self._python), "-c", LAUNCHER, str(self.root / "s3-objects")],
                 env=self._environment(),
                 cwd=self.root,
                 stdin=subprocess.DEVNULL,
