@@ -119,10 +119,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def s3(moto_server: str) -> object:
+def s3(s3_endpoint: str) -> object:
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1", config=Config(max_pool_connections=32))
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="eu-west-1", config=Config(max_pool_connections=32))
 
 
 @pytest.fixture
