@@ -132,8 +132,8 @@ class LocalStackS3:
     def start(self) -> str:
         if not self._python.exists():
             raise LocalStackUnavailable(
-                f"LocalStack's venv {self._python.parent.parent} is missing: run `make localstack` "
-                "(or set OMBORIGRID_TEST_S3=moto to run these tests on moto)."
+                f"LocalStack's venv {self._python.parent.parent} is missing: run `make localstack` (it needs "
+                "Python 3.13), or set OMBORIGRID_TEST_S3=moto to run these tests on moto."
             )
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_loopback_port()

@@ -2,8 +2,9 @@
 
 Each rule is asserted on what the server does with a raw S3 call; where moto differs, the same call on moto
 is shown beside it, so the moto half proves the difference (if moto starts refusing it, that test fails and
-this module should be revisited). Last, our own transfer lands a file on the stricter S3, byte-identical
-and with its full-object CRC32 recorded.
+this module should be revisited). Then our own transfer lands a file on the stricter S3, byte-identical
+and with its full-object CRC32 recorded; last, the server listens on loopback only and a failed start is
+reported with its log.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,6 +27,7 @@ from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
 from omborigrid_export.settings import MIB, TransferSettings
 from omborigrid_export.transfer import Transfer
 from tests.conftest import S3_BACKEND_VARIABLE, TENANT, object_keys, open_uploads, s3_backend
+from tests.s3servers import LocalStackS3, LocalStackUnavailable
 
 pytestmark = pytest.mark.skipif(
     s3_backend() == "moto", reason=f"{S3_BACKEND_VARIABLE}=moto: LocalStack was not asked for"
@@ -243,3 +246,35 @@ def test_the_transfer_lands_a_byte_identical_file_with_its_full_object_crc32_on_
     assert (head["ChecksumCRC32"], head["ChecksumType"]) == (crc32(expected), "FULL_OBJECT")
     assert landed.checksum_crc32 == crc32(expected)
     assert open_uploads(s3, bucket) == []
+
+
+# -- the server itself ------------------------------------------------------------------------------------
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses in LISTEN state on ``port``, from the kernel's socket tables (IPv4 and IPv6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_strict_s3_listens_on_loopback_only(strict_s3_server: LocalStackS3) -> None:
+    # 0100007F is 127.0.0.1 as the kernel prints it; 0.0.0.0 or :: would be every interface.
+    assert listening_addresses(strict_s3_server.port) == {"0100007F"}
+
+
+def test_a_server_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text("#!/bin/sh\necho 'ImportError: no module named localstack'\nexit 3\n")
+    python.chmod(0o755)
+    with pytest.raises(LocalStackUnavailable) as raised:
+        LocalStackS3(tmp_path / "server", venv=venv).start()
+    assert "exited with status 3 while starting" in str(raised.value)
+    assert "ImportError: no module named localstack" in str(raised.value)
