@@ -8,7 +8,8 @@ PYTHON ?= $(shell if python3.13 --version >/dev/null 2>&1; then echo python3.13;
 VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools
-# LocalStack (the stricter S3 of the integration tier, tests/s3servers.py) needs Python >= 3.12 and pins of its own.
+# LocalStack (the stricter S3 of the integration tier, tests/s3servers.py) needs Python >= 3.12 and pins of its
+# own: its venv is Python 3.13, which its lock is made for.
 LOCALSTACK := .localstack
 LOCALSTACK_PYTHON ?= $(shell if python3.13 --version >/dev/null 2>&1; then echo python3.13; \
            elif PYENV_VERSION=3.13.0 python3.13 --version >/dev/null 2>&1; then echo "env PYENV_VERSION=3.13.0 python3.13"; fi)
