@@ -37,7 +37,9 @@ from types import TracebackType
 REPO = Path(__file__).resolve().parents[1]
 #: Built by ``make localstack``.
 LOCALSTACK_VENV = REPO / ".localstack"
-#: LocalStack's entry point, with three of its defects mended first:
+#: LocalStack's entry point. On Linux it first asks for SIGTERM when its parent dies, so a test process
+#: that is killed (no fixture teardown) leaves no LocalStack behind. Then three of LocalStack's defects
+#: are mended:
 #:
 #: * its S3 object store moves from the machine-wide ``/tmp/localstack-s3-storage`` (a constant shared by
 #:   every instance, left behind when one is killed) to this instance's folder, the first argument;
@@ -47,7 +49,10 @@ LOCALSTACK_VENV = REPO / ".localstack"
 #:   loop is woken once more after the shutdown; and once LocalStack has returned, the process exits
 #:   without the interpreter's final garbage collection of its ~500 MB heap (seconds on a busy machine).
 LAUNCHER = """
-import os, runpy, sys
+import ctypes, os, runpy, signal, sys
+
+if sys.platform == "linux":
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 import localstack.services.s3.provider as provider
 import localstack.utils.aws.aws_stack as aws_stack
 from localstack.runtime.server.hypercorn import HypercornRuntimeServer
