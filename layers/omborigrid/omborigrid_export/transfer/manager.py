@@ -277,7 +277,9 @@ class Transfer:
             except UploadGone:
                 logger.warning("the upload of the checkpoint is gone (aborted or expired); starting over")
         part_size = choose_part_size(landing.size, self._settings.part_size)
-        return MultipartUpload.create(self._s3, landing.bucket, landing.key, job, landing.size, part_size)
+        return MultipartUpload.create(
+            self._s3, landing.bucket, landing.key, job, size=landing.size, part_size=part_size
+        )
 
     def _complete(self, landing: _Landing, upload: MultipartUpload, *, ranged: bool) -> LandedObject:
         job, source = landing.job, landing.source
