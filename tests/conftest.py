@@ -89,6 +89,9 @@ def s3_backend() -> str:
 
 
 def on_strict_s3(node: pytest.Item) -> bool:
+    """Whether this test's S3 is LocalStack: the integration tier's, except tests marked ``s3_beyond_localstack``."""
+    if node.get_closest_marker("s3_beyond_localstack") is not None:
+        return False
     return INTEGRATION_TIER in node.path.parents and s3_backend() == "localstack"
 
 
