@@ -91,7 +91,7 @@ lint: install tools typecheck lint-template
 	$(BIN)/ruff format --check .
 	node_modules/.bin/asl-validator $(addprefix --json-path ,$(wildcard statemachine/*.asl.json))
 
-# Strict on the product (layers/, functions/, cli/: pyproject.toml [tool.mypy]).
+# Strict on the product (layers/, functions/, cli/); tests, bench and the local stack checked too (pyproject.toml [tool.mypy]).
 typecheck: install
 	$(BIN)/mypy
 
