@@ -100,8 +100,9 @@ lint-template: tools
 	$(TOOLS)/bin/cfn-lint template.yaml
 	$(TOOLS)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 
+# Coverage of the product (pyproject.toml [tool.coverage]; CLI subprocesses included) with a floor.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
 
 test-fast: install
 	$(BIN)/pytest -q -x
