@@ -128,6 +128,10 @@ class TokenMap:
             )
         return (entry.api_url or self.api_url), token
 
+    def default(self) -> tuple[str, str] | None:
+        """``(api_url, token)`` of the default token, or None when the map has none."""
+        return None if self._default is None else (self.api_url, self._default)
+
     def api_url_for(self, tenant_id: str) -> str:
         return self._tenants.get(tenant_id, TenantEntry()).api_url or self.api_url
 
