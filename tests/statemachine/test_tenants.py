@@ -171,7 +171,7 @@ class TestPausedTenant:
         assert paused["detail"]["lastError"].startswith("AuthError: ")
         assert "tok-" not in json.dumps(paused)
         health = stack.client("dynamodb").get_item(
-            TableName=stack.table_name, Key={"tenantId": {"S": BROKEN}, "dataRange": {"S": "#health"}}
+            TableName=stack.table_name, Key={"tenantId": {"S": "#health"}, "dataRange": {"S": BROKEN}}
         )["Item"]
         assert health["paused"]["BOOL"] is True
 

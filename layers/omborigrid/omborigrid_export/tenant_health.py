@@ -11,8 +11,9 @@ it, which the last night asked for as its yesterday): FAILED counts one
 failed night, LANDED clears the count, anything else (still in flight) leaves it. The failed entry's own stamp (its
 day and last change) is remembered, so a tick that runs twice without a new attempt in between counts once.
 
-The record is one item per tenant in the ledger table (partition = the tenant, sort key ``#health``, which no
-date range can equal), written whole: only the nightly run writes it, apart from a resume.
+The record is one item per tenant in the ledger table, in a partition of its own (``#health``, sort key = the
+tenant; tenant ids never start with '#'), so a tenant's partition keeps holding its entries only. It is written
+whole: only the nightly run writes it, apart from a resume.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from .ledger_entry import EntryState, LedgerEntry
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-HEALTH_RANGE = "#health"
+HEALTH_PARTITION = "#health"
 TENANT_PAUSED = "Tenant Paused"
+
+
+def health_key(tenant_id: str) -> dict[str, Any]:
+    return {"tenantId": {"S": HEALTH_PARTITION}, "dataRange": {"S": tenant_id}}
 
 
 def check_pause_after(nights: int) -> int:
@@ -68,8 +73,7 @@ class TenantHealth:
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "tenantId": {"S": self.tenant_id},
-            "dataRange": {"S": HEALTH_RANGE},
+            **health_key(self.tenant_id),
             "failedNights": {"N": str(self.failed_nights)},
             "paused": {"BOOL": self.paused},
         }
@@ -135,7 +139,7 @@ class TenantHealthStore:
         with dynamodb_errors(f"read the nightly record of tenant {tenant_id}"):
             item = self._db.get_item(
                 TableName=self._table,
-                Key={"tenantId": {"S": tenant_id}, "dataRange": {"S": HEALTH_RANGE}},
+                Key=health_key(tenant_id),
                 ConsistentRead=True,
             ).get("Item")
         return TenantHealth.from_item(tenant_id, item)
