@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,3 +88,32 @@ def test_given_a_map_then_its_repr_and_errors_never_show_a_token() -> None:
     with pytest.raises(ConfigurationError) as caught:
         tokens({"default": "secret-default", "tenants": {"eu1": {"token": "secret eu"}}})
     assert "secret" not in str(caught.value)
+
+
+def test_given_a_tokens_file_then_it_wins_over_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tenants": {"eu1": {"token": "from-file"}}}), encoding="utf-8")
+    environ = {"OMBORIGRID_TOKENS": '{"default": "from-env"}', "OMBORIGRID_TOKEN": "plain"}
+
+    parsed = TokenMap.for_cli(str(path), environ, api_url=API, allow_local_urls=False)
+
+    assert parsed.for_tenant("eu1") == (API, "from-file")
+    assert parsed.source == str(path)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"OMBORIGRID_TOKENS": '{"default": "from-map"}', "OMBORIGRID_TOKEN": "plain"}, "from-map"),
+        ({"OMBORIGRID_TOKENS": " ", "OMBORIGRID_TOKEN": "plain"}, "plain"),
+    ],
+)
+def test_given_no_file_then_the_map_variable_then_the_single_token(environ: dict[str, str], expected: str) -> None:
+    assert TokenMap.for_cli(None, environ, api_url=API, allow_local_urls=False).for_tenant("t")[1] == expected
+
+
+def test_given_no_token_anywhere_or_an_unreadable_file_then_a_sentence_saying_where_to_put_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="pass --tokens FILE, or set OMBORIGRID_TOKENS"):
+        TokenMap.for_cli(None, {}, api_url=API, allow_local_urls=False)
+    with pytest.raises(ConfigurationError, match=r"Cannot read the token file .*missing\.json"):
+        TokenMap.for_cli(str(tmp_path / "missing.json"), {}, api_url=API, allow_local_urls=False)

@@ -108,6 +108,25 @@ class TokenMap:
         }
         return cls(api_url=api_url, default_token=default, tenants=tenants, source=source)
 
+    @classmethod
+    def for_cli(
+        cls, tokens_file: str | None, environ: Mapping[str, str], *, api_url: str, allow_local_urls: bool
+    ) -> TokenMap:
+        """The CLI's map: ``--tokens FILE``, else ``OMBORIGRID_TOKENS`` (the map as JSON), else ``OMBORIGRID_TOKEN``."""
+        if tokens_file:
+            try:
+                with open(tokens_file, encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                raise ConfigurationError(f"Cannot read the token file {tokens_file}: {exc.strerror}.") from None
+            return cls.from_json(text, api_url=api_url, allow_local_urls=allow_local_urls, source=tokens_file)
+        for name in ("OMBORIGRID_TOKENS", "OMBORIGRID_TOKEN"):
+            if environ.get(name, "").strip():
+                return cls.from_json(environ[name], api_url=api_url, allow_local_urls=allow_local_urls, source=name)
+        raise ConfigurationError(
+            "No OmboriGrid token: pass --tokens FILE, or set OMBORIGRID_TOKENS (a token map) or OMBORIGRID_TOKEN."
+        )
+
     @property
     def listed(self) -> tuple[str, ...]:
         """The tenants the map names (sorted)."""
