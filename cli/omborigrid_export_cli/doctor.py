@@ -102,7 +102,7 @@ class Doctor:
             checks.extend(_guarded(name, check))
         return checks
 
-    # -- the checks (each yields (name, problem-or-None, what holds))
+    # -- the checks (each yields what holds and what does not)
     def check_stack(self) -> Iterator[Check]:
         stack = self.stack
         if stack.status not in HEALTHY_STATES:

@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from omborigrid_export_cli.doctor import DeployedStack, Doctor, Status, describe_stack
 from omborigrid_export_cli.main import main
 from omborigrid_local.simulator import Simulator, SimulatorConfig
 
@@ -299,3 +300,48 @@ def test_given_a_stack_without_an_output_then_that_is_named_and_the_check_needin
 def test_given_an_unknown_stack_then_exit_2_with_one_sentence(aws: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--stack", "no-such-stack"]) == 2
     assert "Cannot read stack 'no-such-stack'" in capsys.readouterr().err
+
+
+def test_given_no_tenants_configured_then_the_empty_nightly_run_is_named(
+    aws: str, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deployment = deploy(sim, tenants="")
+
+    code, report = deployment.doctor(capsys)
+
+    assert code == 1
+    assert problems(report) == ["TenantIds is empty, so the nightly run exports nothing; list the tenants to export."]
+
+
+def test_given_a_stack_left_by_a_failed_update_then_that_is_named(aws: str, sim: Simulator) -> None:
+    deployment = deploy(sim)
+    described = describe_stack(deployment.stack)
+    rolled_back = DeployedStack(deployment.stack, "UPDATE_ROLLBACK_COMPLETE", described.outputs, described.parameters)
+
+    checks = Doctor(rolled_back, client=boto3.client, allow_local_urls=True).check_stack()
+
+    assert [c.message for c in checks] == [
+        f"Stack {deployment.stack} is UPDATE_ROLLBACK_COMPLETE; finish or roll back its last update first."
+    ]
+
+
+class PendingSubscriptions:
+    """SNS as AWS answers for an e-mail subscription nobody confirmed yet (moto confirms every subscription)."""
+
+    def list_subscriptions_by_topic(self, TopicArn: str) -> dict[str, Any]:
+        return {
+            "Subscriptions": [{"TopicArn": TopicArn, "Protocol": "email", "SubscriptionArn": "PendingConfirmation"}]
+        }
+
+
+def test_given_an_unconfirmed_alarm_subscription_then_the_confirmation_is_asked_for(aws: str, sim: Simulator) -> None:
+    deployment = deploy(sim)
+
+    def client(service: str) -> Any:
+        return PendingSubscriptions() if service == "sns" else boto3.client(service)
+
+    checks = list(Doctor(describe_stack(deployment.stack), client=client, allow_local_urls=True).check_alarm_topic())
+
+    assert [(c.status, c.message) for c in checks] == [
+        (Status.FAIL, "The alarm subscription waits for confirmation; click the link AWS e-mailed.")
+    ]
