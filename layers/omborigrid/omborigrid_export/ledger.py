@@ -32,6 +32,15 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .capacity import (
+    CAPACITY_KEY,
+    CAPACITY_PARTITION,
+    TENANT_CAPACITY_PREFIX,
+    give_slots_back,
+    in_flight_of,
+    take_slots,
+    tenants_full,
+)
 from .dynamodb import ConditionFailed, dynamodb_errors
 from .ledger_entry import (
     FAILED,
@@ -65,9 +74,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-#: The counter item shares the table; its key cannot collide with a tenant id (they never start with '#').
-CAPACITY_KEY = {"tenantId": {"S": "#capacity"}, "dataRange": {"S": "#jobs-in-flight"}}
-TENANT_CAPACITY_PREFIX = "#tenant#"
 STATE_INDEX = "byState"
 
 
@@ -80,12 +86,6 @@ ENTRY_REQUESTING = "#state = :requesting"
 ENTRY_QUEUED = "#state = :queued"
 CLAIM_HELD = "claim = :claim"
 JOB_IS_CURRENT = "jobId = :job"
-SLOT_FREE = "attribute_not_exists(inFlight) OR inFlight < :cap"
-
-
-def tenant_capacity_key(tenant_id: str) -> dict[str, Any]:
-    """The counter of one tenant's jobs in flight (beside the global one, in the ``#capacity`` partition)."""
-    return {"tenantId": {"S": "#capacity"}, "dataRange": {"S": TENANT_CAPACITY_PREFIX + tenant_id}}
 
 
 def all_of(*conditions: str) -> str:
@@ -173,19 +173,15 @@ class Ledger:
         items = self._query(
             "count each tenant's jobs in flight",
             KeyConditionExpression="tenantId = :c AND begins_with(dataRange, :p)",
-            ExpressionAttributeValues={":c": {"S": "#capacity"}, ":p": {"S": TENANT_CAPACITY_PREFIX}},
+            ExpressionAttributeValues={":c": {"S": CAPACITY_PARTITION}, ":p": {"S": TENANT_CAPACITY_PREFIX}},
             ConsistentRead=True,
         )
-        return frozenset(
-            item["dataRange"]["S"][len(TENANT_CAPACITY_PREFIX) :]
-            for item in items
-            if int(item.get("inFlight", {}).get("N", "0")) >= tenant_cap
-        )
+        return tenants_full(items, tenant_cap)
 
     def in_flight(self) -> int:
         with dynamodb_errors("count the jobs in flight"):
             item = self._db.get_item(TableName=self._table, Key=CAPACITY_KEY, ConsistentRead=True).get("Item", {})
-        return int(item.get("inFlight", {}).get("N", "0"))
+        return in_flight_of(item)
 
     def _query(self, action: str, *, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -244,13 +240,6 @@ class Ledger:
         (another invocation took it)."""
         claim = uuid.uuid4().hex
         now = self._now().isoformat()
-        take_slot: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": CAPACITY_KEY,
-            "UpdateExpression": "ADD inFlight :one SET updatedAt = :now",
-            "ConditionExpression": SLOT_FREE,
-            "ExpressionAttributeValues": {":one": {"N": "1"}, ":cap": {"N": str(cap)}, ":now": {"S": now}},
-        }
         claim_entry: dict[str, Any] = {
             "TableName": self._table,
             "Key": self._key(request),
@@ -264,19 +253,10 @@ class Ledger:
                 ":now": {"S": now},
             },
         }
-        take_tenant_slot = {
-            **take_slot,
-            "Key": tenant_capacity_key(request.tenant_id),
-            "ExpressionAttributeValues": {
-                **take_slot["ExpressionAttributeValues"],
-                ":cap": {"N": str(tenant_cap or cap)},
-            },
-        }
         try:
             with dynamodb_errors(f"claim {request.label} for a new job"):
-                self._db.transact_write_items(
-                    TransactItems=[{"Update": take_slot}, {"Update": take_tenant_slot}, {"Update": claim_entry}]  # type: ignore[typeddict-item]
-                )
+                slots = take_slots(self._table, request, cap=cap, tenant_cap=tenant_cap or cap, now=now)
+                self._db.transact_write_items(TransactItems=[*slots, {"Update": claim_entry}])  # type: ignore[list-item, typeddict-item]
         except ConditionFailed:
             return None
         return claim
@@ -438,18 +418,10 @@ class Ledger:
         """A state change that ends a job in flight, made together with giving its slot back. False when the
         entry was already finished (its condition failed): a duplicate outcome never frees a slot twice."""
         update = self._update_kwargs(request, expression, values, condition, names)
-        give_slot_back: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": CAPACITY_KEY,
-            # Unconditional: exactly-once comes from the entry's own condition above.
-            "UpdateExpression": "ADD inFlight :minus",
-            "ExpressionAttributeValues": {":minus": {"N": "-1"}},
-        }
-        give_tenant_slot_back = {**give_slot_back, "Key": tenant_capacity_key(request.tenant_id)}
         try:
             with dynamodb_errors(f"finish the entry of {request.label}"):
                 self._db.transact_write_items(
-                    TransactItems=[{"Update": update}, {"Update": give_slot_back}, {"Update": give_tenant_slot_back}]  # type: ignore[typeddict-item]
+                    TransactItems=[{"Update": update}, *give_slots_back(self._table, request)]  # type: ignore[list-item, typeddict-item]
                 )
         except ConditionFailed:
             logger.info("ledger entry for %s was already finished; nothing to do", request.label)
