@@ -9,8 +9,12 @@ import json
 from typing import Any
 
 import boto3
+import pytest
 
+from functions.check_status import app as check_status
 from functions.create_job import app
+from omborigrid_export.errors import AuthError
+from omborigrid_export.state import JobRef
 
 from .conftest import REGION, EnvSetter, Resources, StubContext
 
@@ -92,3 +96,27 @@ def test_given_a_refused_token_then_its_day_fails_with_auth_error_an_event_names
     assert (event["detail"]["tenantId"], event["detail"]["error"], event["detail"]["jobId"]) == (US, "AuthError", None)
     assert event["detail"]["message"].startswith(f"Tenant {US}: The OmboriGrid API at ")
     assert "tok-us" not in json.dumps(event)
+
+
+def test_given_a_token_revoked_while_its_job_runs_then_the_status_check_names_the_tenant_and_lands_on_its_host(
+    function_env: EnvSetter, aws: Resources, context: StubContext, simulator: Any
+) -> None:
+    simulator.configure(tenant_tokens={EU: "tok-eu"})
+    put_secret(aws, {EU: "tok-eu"})
+    function_env("CreateJobFunction")
+    app.lambda_handler(requested(EU), context)
+    [message] = aws.queued_messages()
+    state = {
+        **JobRef.from_message(message).execution_input(),
+        "poll": {"attempt": 0, "waitSeconds": 1, "maxWaitSeconds": 2, "maxAttempts": 5, "maxTotalSeconds": 100},
+    }
+    simulator.configure(expired_tokens=["tok-eu"])
+    function_env("CheckStatusFunction")
+
+    with pytest.raises(AuthError) as caught:
+        check_status.lambda_handler(state, context)
+
+    assert str(caught.value).startswith(f"Tenant {EU}: The OmboriGrid API at ")
+    assert "tok-eu" not in str(caught.value)
+    simulator.configure(expired_tokens=[])
+    assert check_status.lambda_handler(state, context)["job"]["jobId"] == state["job"]["jobId"]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from omborigrid_export_cli.main import main
@@ -23,7 +24,7 @@ from omborigrid_local.engine import LocalStack
 from omborigrid_local.simulator import Simulator
 
 from .helpers import WAIT_SCALE, events_for, fresh_config, ledger_item, object_keys
-from .ops_helpers import assert_outcomes_valid, wait_until
+from .ops_helpers import REPO_ROOT, assert_outcomes_valid, wait_until
 
 EU, US, AU = (secrets.token_hex(12) for _ in range(3))
 TOKENS = {EU: "tok-eu", US: "tok-us", AU: "tok-au-expired"}
@@ -170,6 +171,10 @@ class TestPausedTenant:
         assert (paused["detail"]["failedNights"], paused["detail"]["pauseAfterFailedNights"]) == (2, 2)
         assert paused["detail"]["lastError"].startswith("AuthError: ")
         assert "tok-" not in json.dumps(paused)
+        schema = json.loads((REPO_ROOT / "schemas" / "tenant-paused.schema.json").read_text(encoding="utf-8"))
+        validator = jsonschema.validators.validator_for(schema)
+        validator.check_schema(schema)
+        assert list(validator(schema, format_checker=validator.FORMAT_CHECKER).iter_errors(paused["detail"])) == []
         health = stack.client("dynamodb").get_item(
             TableName=stack.table_name, Key={"tenantId": {"S": "#health"}, "dataRange": {"S": BROKEN}}
         )["Item"]

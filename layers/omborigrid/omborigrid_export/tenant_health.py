@@ -52,10 +52,14 @@ class TenantHealth:
     failed_nights: int = 0
     #: The stamp of the failed entry counted last (see the module docstring).
     last_failure: str | None = None
-    paused: bool = False
+    #: When the nightly run started skipping the tenant; None while it is not paused.
     paused_at: datetime | None = None
     #: The newest failure's error, for the "Tenant Paused" event.
     last_error: str | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
 
     @classmethod
     def from_item(cls, tenant_id: str, item: dict[str, Any] | None) -> TenantHealth:
@@ -66,7 +70,6 @@ class TenantHealth:
             tenant_id=tenant_id,
             failed_nights=int(item.get("failedNights", {}).get("N", "0")),
             last_failure=item.get("lastFailure", {}).get("S"),
-            paused=bool(item.get("paused", {}).get("BOOL", False)),
             paused_at=datetime.fromisoformat(paused_at) if paused_at else None,
             last_error=item.get("lastError", {}).get("S"),
         )
@@ -108,7 +111,6 @@ def judge_night(
         failed_nights=failed,
         last_failure=stamp,
         last_error=newest.error,
-        paused=pausing,
         paused_at=now if pausing else None,
     )
 
@@ -120,7 +122,7 @@ def paused_detail(health: TenantHealth, *, pause_after: int) -> dict[str, Any]:
         "tenantId": tenant,
         "failedNights": health.failed_nights,
         "pauseAfterFailedNights": pause_after,
-        "pausedAt": (health.paused_at or datetime.min).isoformat(),
+        "pausedAt": health.paused_at.isoformat() if health.paused_at else None,
         "lastError": health.last_error,
         "message": (
             f"Tenant {tenant} failed {health.failed_nights} nights in a row, so the nightly run skips it from now on. "

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigurationError, InvalidInput
-from .models import validate_tenant_id
+from .client import OmboriGridClient
+from .errors import AuthError, ConfigurationError, InvalidInput
+from .models import ExportJob, validate_tenant_id
 from .settings import check_api_url
 
 MAP_FIELDS = frozenset({"default", "tenants"})
@@ -179,3 +180,17 @@ def _entry(tenant: str, entry: Any, *, allow_local_urls: bool, source: str) -> T
             raise ConfigurationError(f"{where} has an apiUrl that is not text.")
         api_url = check_api_url(api_url.rstrip("/"), allow_local_urls=allow_local_urls, name=f"{where}: apiUrl")
     return TenantEntry(token=token, api_url=api_url)
+
+
+class TenantClient(OmboriGridClient):
+    """A client serving one tenant: a refused token names the tenant whatever was asked (a job id alone does not)."""
+
+    def __init__(self, tenant_id: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tenant_id = tenant_id
+
+    def get_job(self, job_id: str) -> ExportJob:
+        try:
+            return super().get_job(job_id)
+        except AuthError as exc:
+            raise AuthError(f"Tenant {self.tenant_id}: {exc}") from None

@@ -22,7 +22,7 @@ from omborigrid_export.models import ExportJob, ExportRequest
 from omborigrid_export.redact import describe_exception
 from omborigrid_export.settings import Settings
 from omborigrid_export.tenant_health import TenantHealthStore
-from omborigrid_export.tenants import TokenMap
+from omborigrid_export.tenants import TenantClient, TokenMap
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,7 +115,8 @@ def tokens(current: Settings) -> SecretTokens | StaticTokens:
 def client(current: Settings, tenant_id: str) -> OmboriGridClient:
     """The tenant's client: its own host and token (a client per tenant, kept for the execution environment)."""
     source = tokens(current)
-    return OmboriGridClient(
+    return TenantClient(
+        tenant_id,
         source.read().api_url_for(tenant_id),
         TenantToken(source, tenant_id),
         connect_timeout=current.api_connect_timeout,
