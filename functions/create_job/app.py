@@ -2,8 +2,9 @@
 
 The rules are the library's (:mod:`omborigrid_export.createjob`); this adapter reads the settings, builds the
 collaborators (ledger, API, queue, executions, clock, the invocation's deadline), runs one trigger and publishes
-the report's figures. A run in which any request failed raises ExportFailed after reporting, so the trigger is
-retried and, in the end, dead-lettered.
+the report's figures. A run in which a request failed in a way a retry may heal raises ExportFailed after reporting,
+so the trigger is retried and, in the end, dead-lettered; a refused token is announced instead (one "Export Failed"
+per day) and not retried.
 """
 
 from __future__ import annotations
