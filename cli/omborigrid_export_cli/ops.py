@@ -19,6 +19,8 @@ from omborigrid_export.ledger import FAILED, LANDED, PENDING, QUEUED, REQUESTING
 from omborigrid_export.models import parse_date, validate_tenant_id
 from omborigrid_export.scheduling import AdhocRequest
 
+from . import doctor, retry
+
 SOURCE = "omborigrid.export"
 MISSING = "MISSING"
 #: One character per day in the grid.
@@ -47,6 +49,8 @@ def add_parsers(sub: Any) -> None:
     status.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
     status.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD")
     status.add_argument("--json", action="store_true")
+    retry.add_parser(sub)
+    doctor.add_parser(sub)
 
 
 def command_request(args: argparse.Namespace) -> int:
@@ -147,6 +151,8 @@ def command_status(args: argparse.Namespace) -> int:
                     "error": entry.error if entry else None,
                 }
             )
+            if args.stack and entry is not None and entry.state == FAILED:
+                rows[-1]["retry"] = retry.retry_command(args.stack, tenant, day.isoformat(), day.isoformat())
         counts: dict[str, int] = {}
         for row in rows:
             state = str(row["state"])
@@ -180,6 +186,8 @@ def render_grid(report: dict[str, Any]) -> str:
         failed = [row for row in tenant["days"] if row["state"] == FAILED]
         for row in failed[:10]:
             lines.append(f"  failed {row['date']}: {row['error'] or 'no reason recorded'}")
+            if row.get("retry"):
+                lines.append(f"    retry: {row['retry']}")
     lines.append("")
     return "\n".join(lines)
 
@@ -189,4 +197,8 @@ def dispatch(args: argparse.Namespace) -> int | None:
         return command_request(args)
     if args.command == "status":
         return command_status(args)
+    if args.command == "retry":
+        return retry.command_retry(args)
+    if args.command == "doctor":
+        return doctor.command_doctor(args)
     return None
