@@ -27,12 +27,14 @@ from omborigrid_export.errors import IntegrityError
 from omborigrid_export.parquet_footer import (
     FileMetaData,
     LeafColumn,
+    LogicalType,
     PhysicalType,
+    Repetition,
     decode_footer,
     footer_length,
     schema_fingerprint,
 )
-from omborigrid_export.parquet_values import Bounds, column_bounds, decode_value
+from omborigrid_export.parquet_values import Bounds, column_bounds, decode_value, epoch_nanos, nanos_to_datetime
 from omborigrid_export.proof import Column
 
 CAP = 64 * 1024 * 1024
@@ -639,3 +641,36 @@ def test_the_footer_length_must_be_sane(size: int, last8: bytes, message: str) -
 
 def test_the_largest_footer_that_fits_is_accepted() -> None:
     assert footer_length(100, struct.pack("<I", 88) + b"PAR1", max_footer_bytes=CAP) == 88
+
+
+def test_int96_timestamps_are_julian_days_and_nanoseconds_of_the_day() -> None:
+    # pyarrow writes no INT96 statistics, so the layout is spelled out: 8 bytes of nanoseconds, 4 of Julian day.
+    leaf = LeafColumn(("t",), PhysicalType.INT96, Repetition.OPTIONAL, None, None, 1, 0)
+    moment = dt.datetime(2024, 4, 12, 7, 55, 23, 372001, tzinfo=dt.UTC)
+    nanos_of_day = (moment - moment.replace(hour=0, minute=0, second=0, microsecond=0)) // dt.timedelta(
+        microseconds=1
+    ) * 1000 + 9
+    raw = struct.pack("<qi", nanos_of_day, 2_460_413)  # 2024-04-12 is Julian day 2,460,413
+    assert decode_value(leaf, raw) == moment
+    assert (
+        epoch_nanos(leaf, raw)
+        == (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1) * 1000 + 9
+    )
+    with pytest.raises(IntegrityError, match="holds 8 bytes where 12 belong"):
+        decode_value(leaf, raw[:8])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-04-12T07:55:23.3720000Z", dt.datetime(2024, 4, 12, 7, 55, 23, 372000, tzinfo=dt.UTC)),
+        ("2024-04-12T09:55:23+02:00", dt.datetime(2024, 4, 12, 7, 55, 23, tzinfo=dt.UTC)),
+        ("2024-04-12 07:55:23", dt.datetime(2024, 4, 12, 7, 55, 23, tzinfo=dt.UTC)),
+        ("2024-02-30T00:00:00Z", None),
+        ("yesterday", None),
+    ],
+)
+def test_iso_strings_are_read_as_event_times(text: str, expected: dt.datetime | None) -> None:
+    leaf = LeafColumn(("t",), PhysicalType.BYTE_ARRAY, Repetition.OPTIONAL, LogicalType("STRING"), None, 1, 0)
+    nanos = epoch_nanos(leaf, text.encode())
+    assert (None if nanos is None else nanos_to_datetime(nanos)) == expected

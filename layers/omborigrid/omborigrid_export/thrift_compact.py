@@ -50,6 +50,8 @@ class WireType(enum.IntEnum):
 
 
 _STOP = 0
+#: Nibble -> wire type (a table: this is the hottest lookup of a decode).
+_WIRE_TYPES: tuple[WireType | None, ...] = tuple({t.value: t for t in WireType}.get(n) for n in range(16))
 _FIXED_WIDTH = {WireType.DOUBLE: 8, WireType.UUID: 16, WireType.BYTE: 1}
 _VARINT_BITS = {WireType.I16: 16, WireType.I32: 32, WireType.I64: 64}
 
@@ -78,23 +80,36 @@ class CompactReader:
 
     # -- scalars -------------------------------------------------------------------------------------------
     def _byte(self) -> int:
-        if self._pos >= len(self._data):
-            raise self.malformed("it ends in the middle of a value")
-        value = self._data[self._pos]
+        try:
+            value = self._data[self._pos]
+        except IndexError:
+            raise self.malformed("it ends in the middle of a value") from None
         self._pos += 1
         return value
 
     def _varint(self, bits: int) -> int:
         """An unsigned LEB128 varint of at most ``bits`` bits (more bytes or bits are a malformation)."""
-        result = shift = 0
-        while True:
-            byte = self._byte()
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift >= bits:
-                raise self.malformed(f"a varint is longer than a {bits}-bit integer allows")
+        data, pos = self._data, self._pos
+        try:
+            byte = data[pos]
+            if byte < 0x80:  # most footer integers take one byte
+                self._pos = pos + 1
+                return byte
+            result = shift = 0
+            while True:
+                byte = data[pos]
+                pos += 1
+                result |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift >= bits:
+                    self._pos = pos
+                    raise self.malformed(f"a varint is longer than a {bits}-bit integer allows")
+        except IndexError:
+            self._pos = len(data)
+            raise self.malformed("it ends in the middle of a value") from None
+        self._pos = pos
         if result >> bits:
             raise self.malformed(f"a varint does not fit in {bits} bits")
         return result
@@ -157,10 +172,10 @@ class CompactReader:
         self._depth -= 1
 
     def _wire_type(self, nibble: int) -> WireType:
-        try:
-            return WireType(nibble)
-        except ValueError:
-            raise self.malformed(f"wire type {nibble} is unknown") from None
+        wire_type = _WIRE_TYPES[nibble]
+        if wire_type is None:
+            raise self.malformed(f"wire type {nibble} is unknown")
+        return wire_type
 
     def list_header(self) -> tuple[WireType, int]:
         """(element type, size) of the list or set that starts here; the size fits in the bytes left."""
@@ -227,9 +242,19 @@ class CompactReader:
                 self.skip(value_type, in_container=True)
         else:
             element, size = self.list_header()
+            self._skip_elements(element, size)
+        self._depth -= 1
+
+    def _skip_elements(self, element: WireType, size: int) -> None:
+        if element in _FIXED_WIDTH:
+            self._take(size * _FIXED_WIDTH[element])
+        elif element in _VARINT_BITS:  # lists of encodings, offsets, histograms
+            bits = _VARINT_BITS[element]
+            for _ in range(size):
+                self._varint(bits)
+        else:
             for _ in range(size):
                 self.skip(element, in_container=True)
-        self._depth -= 1
 
 
 def compatible(actual: WireType, expected: WireType) -> bool:
@@ -253,7 +278,7 @@ def read_struct(reader: CompactReader, spec: FieldTable, what: str) -> dict[str,
             reader.skip(wire)
             continue
         name, expected, read = entry
-        if not compatible(wire, expected):
+        if wire is not expected and not compatible(wire, expected):
             raise reader.malformed(f"{what}.{name} is sent as {wire.name} where {expected.name} belongs")
         values[name] = read(reader, wire)
     return values
