@@ -20,11 +20,11 @@ from .thrift_compact import (
     WireType,
     list_of,
     optional,
-    read_binary,
     read_bool,
     read_i8,
     read_i32,
     read_i64,
+    read_shared_binary,
     read_skipped,
     read_string,
     read_struct,
@@ -252,12 +252,12 @@ def _read_column_order(reader: CompactReader, _: WireType) -> bool:
 
 # -- structures -------------------------------------------------------------------------------------------------
 _STATISTICS = {
-    1: ("max", _BIN, read_binary),
-    2: ("min", _BIN, read_binary),
+    1: ("max", _BIN, read_shared_binary),
+    2: ("min", _BIN, read_shared_binary),
     3: ("null_count", _I64, read_i64),
     4: ("distinct_count", _I64, read_i64),
-    5: ("max_value", _BIN, read_binary),
-    6: ("min_value", _BIN, read_binary),
+    5: ("max_value", _BIN, read_shared_binary),
+    6: ("min_value", _BIN, read_shared_binary),
     7: ("is_max_value_exact", _BOOL, read_bool),
     8: ("is_min_value_exact", _BOOL, read_bool),
 }
@@ -295,7 +295,7 @@ def _read_column_meta_data(reader: CompactReader) -> ColumnChunk:
     what = "ColumnMetaData"
     dictionary = optional(v, "dictionary_page_offset", int)
     return ColumnChunk(
-        path=required(v, "path_in_schema", what, tuple),
+        path=reader.shared(required(v, "path_in_schema", what, tuple)),
         physical_type=required(v, "type", what, int),
         codec=required(v, "codec", what, int),
         num_values=required(v, "num_values", what, int),

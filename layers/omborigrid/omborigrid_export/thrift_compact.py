@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .errors import IntegrityError
 
@@ -59,12 +59,13 @@ _VARINT_BITS = {WireType.I16: 16, WireType.I32: 32, WireType.I64: 64}
 class CompactReader:
     """Reads compact-protocol values from ``data``, never past its end."""
 
-    __slots__ = ("_data", "_depth", "_pos")
+    __slots__ = ("_data", "_depth", "_pos", "_shared")
 
     def __init__(self, data: bytes) -> None:
         self._data = data
         self._pos = 0
         self._depth = 0
+        self._shared: dict[object, object] = {}
 
     @property
     def position(self) -> int:
@@ -150,6 +151,11 @@ class CompactReader:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise self.malformed("a string is not valid UTF-8") from None
+
+    def shared(self, value: T) -> T:
+        """The first value equal to ``value`` passed here: values repeated across a footer (column paths,
+        statistics of a constant column) are then held once, whatever the number of row groups."""
+        return cast(T, self._shared.setdefault(value, value))
 
     # -- structs and containers ----------------------------------------------------------------------------
     def _enter(self) -> None:
@@ -321,8 +327,8 @@ def read_i64(reader: CompactReader, _: WireType) -> int:
     return reader.i64()
 
 
-def read_binary(reader: CompactReader, _: WireType) -> bytes:
-    return reader.binary()
+def read_shared_binary(reader: CompactReader, _: WireType) -> bytes:
+    return reader.shared(reader.binary())
 
 
 def read_string(reader: CompactReader, _: WireType) -> str:
