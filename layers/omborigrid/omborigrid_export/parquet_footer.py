@@ -318,9 +318,17 @@ def _check_chunks(metadata: FileMetaData, *, data_end: int) -> None:
             where = f"column {leaf.dotted_path!r} of row group {index}"
             if chunk.path != leaf.path or chunk.physical_type != leaf.physical_type:
                 raise IntegrityError(
-                    f"The parquet chunk for {where} describes {'.'.join(chunk.path)!r} of type {chunk.physical_type}."
+                    f"The parquet chunk for {where} describes {'.'.join(chunk.path)!r} of type "
+                    f"{_type_name(chunk.physical_type)}, not {leaf.physical_type.name}."
                 )
             _check_inside(chunk, where, data_end)
+
+
+def _type_name(physical_type: int) -> str:
+    try:
+        return PhysicalType(physical_type).name
+    except ValueError:
+        return f"number {physical_type}"
 
 
 def _check_inside(chunk: ColumnChunk, where: str, data_end: int) -> None:
