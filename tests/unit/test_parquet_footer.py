@@ -1,7 +1,7 @@
 """The stdlib footer decoder against pyarrow's own reading of files pyarrow wrote, and against hand-made footers.
 
 The corpus is written in the test (every physical type; timestamps in ms/us/ns with and without a zone and as
-INT96; decimals, dates, times, strings, binaries, dictionaries, lists, structs, maps; all six codecs; many
+INT96; decimals as fixed-length bytes and as integers; dates, times, strings, binaries, dictionaries, lists, structs, maps; all six codecs; many
 row groups; statistics on, off and partial; 0 rows; data page v2; page indexes; sorting columns; the legacy
 1.0 format). Every field both readers expose is compared and counted; the counts are printed
 (``pytest -s``) and asserted. Hand-made footers (:class:`Thrift`) cover what pyarrow does not write: legacy
@@ -139,6 +139,7 @@ def corpus() -> Iterator[tuple[str, Writer]]:
     yield "types-page-v2", lambda p: pq.write_table(table, p, data_page_version="2.0", compression="zstd")
     yield "types-page-index", lambda p: pq.write_table(table, p, write_page_index=True)
     yield "types-no-arrow-schema", lambda p: pq.write_table(table, p, store_schema=False)
+    yield "types-decimal-as-integer", lambda p: pq.write_table(table, p, store_decimal_as_integer=True)
     yield "types-format-1.0", lambda p: pq.write_table(table.drop_columns(["u32", "u64"]), p, version="1.0")
     yield "types-empty", lambda p: pq.write_table(table.slice(0, 0), p)
     yield "types-many-groups", lambda p: pq.write_table(every_type_table(1000), p, row_group_size=9)
@@ -281,7 +282,7 @@ def test_the_decoder_agrees_with_pyarrow_on_every_file_of_the_corpus(corpus_file
         compare_file(path, compared)
     total = sum(compared.fields.values())
     print(f"\ncompared {total} fields in {len(corpus_files)} files: {dict(sorted(compared.fields.items()))}")
-    assert len(corpus_files) == 21
+    assert len(corpus_files) == 22
     # Every kind of field was compared many times, the decoded statistic values included.
     assert min(compared.fields.values()) >= 20, compared.fields
     assert compared.fields["stats.min_value"] >= 1000
