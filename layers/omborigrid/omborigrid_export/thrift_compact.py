@@ -11,6 +11,8 @@ left bounds both the memory and the time of a decode by the footer's length.
 The reader is driven by the caller: :meth:`CompactReader.fields` yields each field's id and wire type, and
 the caller reads the value it wants (``i32``, ``binary``, ``struct`` …) or :meth:`CompactReader.skip` s it.
 Booleans in a field header carry their value in the type nibble; inside a list they are one byte each.
+:func:`read_struct` does that loop from a table of the fields a struct is read for (:data:`FieldTable`),
+skipping all others, so ``parquet.thrift`` structures are tables rather than hand-written loops.
 """
 
 from __future__ import annotations
@@ -269,6 +271,7 @@ def compatible(actual: WireType, expected: WireType) -> bool:
     return actual == expected or (actual in booleans and expected in booleans)
 
 
+# -- reading a struct by a table of its fields --------------------------------------------------------------------
 #: Reads one field's value, given the wire type it was sent as.
 FieldRead = Callable[["CompactReader", WireType], object]
 #: A struct's fields: id -> (name, wire type, reader).
