@@ -168,6 +168,14 @@ def test_the_first_present_time_column_is_the_event_time() -> None:
         prove(parquet_bytes(table), ParquetProver(identity(), policy))
 
 
+def test_the_last_day_of_the_calendar_is_a_day_like_any_other() -> None:
+    table = events(start=dt.datetime(9999, 12, 31, tzinfo=dt.UTC), span=dt.timedelta(hours=23))
+    prover = ParquetProver(identity(first=dt.date.max, last=dt.date.max))
+    assert prove(parquet_bytes(table), prover).checks[CHECK_EVENT_TIME] is PASSED
+    with pytest.raises(IntegrityError, match="outside the requested days 9999-12-31"):
+        prove(parquet_bytes(events()), prover)
+
+
 def test_a_range_of_days_allows_every_day_of_it() -> None:
     table = events(start=dt.datetime(2024, 4, 10, tzinfo=dt.UTC), span=dt.timedelta(days=3, hours=23))
     prover = ParquetProver(identity(first=dt.date(2024, 4, 10), last=dt.date(2024, 4, 13)))

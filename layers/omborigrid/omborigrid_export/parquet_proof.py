@@ -172,7 +172,7 @@ class ParquetProver:
         """[start, end) of allowed event times in nanoseconds since the epoch (integers: no calendar overflow)."""
         request = self._identity.request
         tolerance = self._policy.tolerance // timedelta(microseconds=1) * _NANOS_PER_MICRO
-        return _day_nanos(request.date_from) - tolerance, _day_nanos(request.date_to + timedelta(days=1)) + tolerance
+        return _day_nanos(request.date_from) - tolerance, _day_nanos(request.date_to) + _NANOS_PER_DAY + tolerance
 
 
 def _evidence(metadata: FileMetaData, path: tuple[str, ...]) -> tuple[LeafColumn, Bounds] | _Outcome:
