@@ -155,7 +155,7 @@ def sink(params: dict[str, Any]) -> Callable[[], int]:
 
 def ours(params: dict[str, Any]) -> Callable[[], int]:
     from omborigrid_export.settings import TransferSettings
-    from omborigrid_export.transfer import Transfer
+    from omborigrid_export.transfer import Landed, Transfer
 
     s3 = _s3(params)
     client, job = _job(params)
@@ -164,8 +164,8 @@ def ours(params: dict[str, Any]) -> Callable[[], int]:
 
     def run() -> int:
         outcome = transfer.land(job, lambda: client.get_job(job.id), bucket=params["bucket"], key=params["key"])
-        assert outcome.landed is not None
-        return int(outcome.landed.bytes)
+        assert isinstance(outcome, Landed)
+        return int(outcome.object.bytes)
 
     return run
 

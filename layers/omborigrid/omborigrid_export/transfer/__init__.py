@@ -33,7 +33,6 @@ from .limits import (
     DEADLINE_MARGIN_SECONDS,
     MAX_OBJECT_SIZE,
     MAX_PARTS,
-    STREAMED_PROOF_TAIL_BYTES,
     choose_part_size,
 )
 from .manager import Transfer
@@ -49,7 +48,6 @@ __all__ = [
     "MAX_OBJECT_SIZE",
     "MAX_PARTS",
     "PARQUET_MAGIC",
-    "STREAMED_PROOF_TAIL_BYTES",
     "TAIL_BYTES",
     "ZIP_END_OF_CENTRAL_DIR",
     "ZIP_LOCAL_HEADER",
