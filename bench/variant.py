@@ -36,12 +36,17 @@ def _s3(params: dict[str, Any]) -> Any:
 
 
 def _product_s3(params: dict[str, Any]) -> Any:
-    """The S3 client the Download function makes (omborigrid_lambda.runtime), for ours and the sink alone."""
+    """The S3 client the Download function makes (omborigrid_lambda.runtime, with the transfer's setting merged
+    in), for ours and the sink alone."""
     import boto3
     from botocore.config import Config
 
+    from omborigrid_export.transfer import transfer_s3_config
+
+    endpoint = params["s3_endpoint"]
     config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-    return boto3.client("s3", endpoint_url=params["s3_endpoint"], region_name="eu-west-1", config=config)
+    config = config.merge(transfer_s3_config(endpoint))
+    return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1", config=config)
 
 
 def _over_tls(job: Any, params: dict[str, Any]) -> Any:
