@@ -65,16 +65,13 @@ LABELS = {
     "curl": "source alone: `curl -o /dev/null`, one stream",
     "sink": "sink alone: multipart upload from memory, same parts × concurrency",
     "ours": f"**ours**: `Transfer.land` (defaults: {DEFAULT_PART_SIZE // MIB} MiB parts × {DEFAULT_CONCURRENCY})",
-    "ours-16x4": "ours with 16 MiB parts × 4 (not the default: half the connections)",
     "upload_fileobj": "boto3 `upload_fileobj(response.raw)`, default TransferConfig",
     "upload_fileobj-crt": "the same through the CRT transfer client (`awscrt`, s3transfer's `CRTTransferManager`)",
     "aws-cli": "`curl URL | aws s3 cp - s3://…` (awscli v1; CPU of both processes, start-up included)",
     "smart_open": "`smart_open` http → `smart_open` s3, `shutil.copyfileobj`",
     "put_object": "read everything (`response.content`), then `put_object`",
 }
-S3_VARIANTS = frozenset(
-    {"sink", "ours", "ours-16x4", "upload_fileobj", "upload_fileobj-crt", "aws-cli", "smart_open", "put_object"}
-)
+S3_VARIANTS = frozenset({"sink", "ours", "upload_fileobj", "upload_fileobj-crt", "aws-cli", "smart_open", "put_object"})
 PEERS = ("upload_fileobj", "upload_fileobj-crt", "aws-cli", "smart_open", "put_object")
 
 
@@ -469,9 +466,8 @@ def variant_command(
             "--only-show-errors"
         )
         return ["bash", "-c", pipeline]
-    alternative = variant == "ours-16x4"
     params = {
-        "variant": "ours" if alternative else variant,
+        "variant": variant,
         "api_url": ends.sim.base_url,
         "download_base": ends.download_base,
         "token": TOKEN,
@@ -479,8 +475,8 @@ def variant_command(
         "s3_endpoint": ends.s3_endpoint,
         "bucket": BUCKET,
         "key": f"bench/{case.name}/{variant}/{run}",
-        "part_size": 16 * MIB if alternative else args.part_size,
-        "concurrency": 4 if alternative else args.concurrency,
+        "part_size": args.part_size,
+        "concurrency": args.concurrency,
         "size": case.size,
     }
     return [sys.executable, "-m", "bench.variant", json.dumps(params)]
