@@ -122,15 +122,12 @@ class Transfer:
         members are proven one by one): before any part is uploaded when the source serves ranges, else
         before the completion. Its proof is on the :class:`Landed` outcome.
         """
-        if job.status is not JobStatus.DONE or job.download_url is None or job.file_size is None:
-            raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
+        size = _downloadable_size(job)
         started_at = datetime.now(UTC)
         if not replace:
-            existing = self._existing(bucket, key, job.file_size, job)
+            existing = self._existing(bucket, key, size, job)
             if existing is not None:
                 return Landed(existing)
-        if job.file_size == 0:
-            raise IntegrityError(f"Job {job.id} reports an empty file (fileSize 0); nothing valid to land.")
         source = self._source(job, refresh_job)
         landing = _Landing(
             job=job,
@@ -168,8 +165,7 @@ class Transfer:
 
     def peek(self, job: ExportJob, refresh_job: JobRefresher, length: int = 4) -> bytes:
         """The first ``length`` bytes of the job's file: what it is, decided by its bytes, not its name."""
-        if job.status is not JobStatus.DONE or job.download_url is None:
-            raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
+        _downloadable_size(job)
         source = self._source(job, refresh_job)
         try:
             return read_head(source, length, self._retry(STARTING))
@@ -338,3 +334,13 @@ class Transfer:
             "ranged" if ranged else "streamed",
         )
         return landed
+
+
+def _downloadable_size(job: ExportJob) -> int:
+    """The size of a job's file that may be downloaded: the job is done, has a URL, and its file is not empty
+    (a file of 0 bytes is no parquet file nor archive: nothing valid to land, whatever its bytes would be)."""
+    if job.status is not JobStatus.DONE or job.download_url is None or job.file_size is None:
+        raise InvalidInput(f"Job {job.id} is not done yet (status {job.status.value}); nothing to download.")
+    if job.file_size == 0:
+        raise IntegrityError(f"Job {job.id} reports an empty file (fileSize 0); nothing valid to land.")
+    return job.file_size

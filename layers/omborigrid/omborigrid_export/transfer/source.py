@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import requests
 
-from ..errors import DownloadUrlExpired, IntegrityError, TransferFailed
+from ..errors import DownloadUrlExpired, IntegrityError, TransferFailed, UnsafeUrl
 from ..models import ExportJob, JobStatus
 from ..redact import host_of
 from ..settings import TransferSettings
@@ -156,18 +156,33 @@ class DownloadSource:
         session = self._session()
         for _ in range(MAX_REDIRECTS + 1):
             self.stats.add("requests")
-            response = session.get(
-                url,
-                headers=headers,
-                stream=True,
-                allow_redirects=False,
-                timeout=(self._settings.connect_timeout, self._settings.read_timeout),
-            )
+            try:
+                response = session.get(
+                    url,
+                    headers=headers,
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=(self._settings.connect_timeout, self._settings.read_timeout),
+                )
+            except requests.RequestException:
+                raise
+            except ValueError:
+                # requests parses a redirect's Location even when not following it (Response.next), and
+                # urllib.parse raises a bare ValueError on one it cannot parse (an unclosed IPv6 bracket).
+                raise UnsafeUrl(f"The download on {self.host} redirected to a malformed Location; refused.") from None
             if not response.is_redirect:
                 return response
-            location = response.headers.get("Location", "")
+            location = response.headers.get("Location", "").strip()
+            status = response.status_code
             response.close()
-            url = requests.compat.urljoin(url, location)
+            if not location:
+                raise TransferFailed(
+                    f"The download on {self.host} answered HTTP {status} without a Location to follow."
+                )
+            try:
+                url = requests.compat.urljoin(url, location)
+            except ValueError:  # e.g. an IPv6 host whose bracket is never closed
+                raise UnsafeUrl(f"The download on {self.host} redirected to a malformed Location; refused.") from None
             check_download_url(url, allow_local=self._allow_local)
         raise TransferFailed(f"The download on {self.host} redirected more than {MAX_REDIRECTS} times.")
 
