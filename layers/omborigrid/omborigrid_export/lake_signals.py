@@ -1,0 +1,214 @@
+"""The lake's own signals: what a landing shows about the data itself, kept, judged and announced.
+
+A landing that "succeeded" can still hurt the people who read the lake: a column changed type, a day holds a tenth
+of its usual rows. After a day lands (its manifest written), :func:`observe` turns each (table, day) of the manifest
+into a :class:`~.lake_facts.LandingFact`, compares it with the previous landed day of the same tenant and table
+(schema, :mod:`.schema_diff`) and with the volume baseline (:mod:`.volume`), keeps the fact with its verdicts, and
+returns the events to announce: "Schema Changed" and "Export Anomalous" (``schemas/``).
+
+Why the Download function puts them itself (EventBridge PutEvents) instead of returning them to a state that does:
+a manifest of an archive can hold several tables and days, so there can be any number of signals; one PutEvents call
+sends them in a batch, while a state would need a Map over a list the ASL cannot build. Each event's detail has a
+stable ``id`` (tenant, table, day and fingerprint or verdict), so a retried Download that announces a day again is
+deduplicated by consumers the way "Export Completed" is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import ConfigurationError, TransferFailed
+from .lake_facts import LakeFacts, LandingFact, facts_of
+from .manifest import Manifest
+from .redact import describe_exception
+from .schema_diff import SchemaDiff, diff_schemas
+from .volume import Baseline, VolumeCheck, VolumeRule
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+
+logger = logging.getLogger(__name__)
+
+EVENT_SOURCE = "omborigrid.export"
+SCHEMA_CHANGED = "Schema Changed"
+EXPORT_ANOMALOUS = "Export Anomalous"
+#: PutEvents takes at most 10 entries per call.
+PUT_EVENTS_BATCH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    fact: LandingFact
+    previous: LandingFact
+    diff: SchemaDiff
+
+    def to_detail(self) -> dict[str, Any]:
+        fact = self.fact
+        return {
+            "id": f"{fact.tenant_id}/{fact.table}/{fact.day}/schema/{fact.schema_fingerprint}",
+            "tenantId": fact.tenant_id,
+            "table": fact.table,
+            "dataDate": fact.day.isoformat(),
+            "jobId": fact.job_id,
+            "manifestKey": fact.manifest_key,
+            "previousDataDate": self.previous.day.isoformat(),
+            "previousSchemaFingerprint": self.previous.schema_fingerprint,
+            "schemaFingerprint": fact.schema_fingerprint,
+            "compatibility": self.diff.compatibility.value,
+            "diff": self.diff.to_dict(),
+            "message": self.describe(),
+        }
+
+    def describe(self) -> str:
+        fact = self.fact
+        return (
+            f"The {fact.table} table of tenant {fact.tenant_id} changed its schema on {fact.day} "
+            f"({self.diff.compatibility.value}, against {self.previous.day}): {self.diff.describe()}."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    fact: LandingFact
+    check: VolumeCheck
+
+    def to_detail(self) -> dict[str, Any]:
+        fact = self.fact
+        return {
+            "id": f"{fact.tenant_id}/{fact.table}/{fact.day}/volume/{self.check.verdict.value}",
+            "tenantId": fact.tenant_id,
+            "table": fact.table,
+            "dataDate": fact.day.isoformat(),
+            "jobId": fact.job_id,
+            "manifestKey": fact.manifest_key,
+            "volume": self.check.to_dict(),
+            "message": f"The {fact.table} table of tenant {fact.tenant_id}: {self.check.describe()}.",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LandingSignals:
+    facts: tuple[LandingFact, ...]
+    schema_changes: tuple[SchemaChange, ...]
+    anomalies: tuple[Anomaly, ...]
+
+    @property
+    def empty_days(self) -> list[LandingFact]:
+        return [f for f in self.facts if f.empty]
+
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        """(detail-type, detail) of every event to announce, schema changes first."""
+        return [(SCHEMA_CHANGED, c.to_detail()) for c in self.schema_changes] + [
+            (EXPORT_ANOMALOUS, a.to_detail()) for a in self.anomalies
+        ]
+
+
+def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule) -> LandingSignals:
+    """Judge and keep each (table, day) ``manifest`` landed. Facts without a proof are kept, not judged."""
+    kept: list[LandingFact] = []
+    changes: list[SchemaChange] = []
+    anomalies: list[Anomaly] = []
+    reach = rule.history_days * (7 if rule.baseline is Baseline.SAME_WEEKDAY else 1)
+    for fact in facts_of(manifest):
+        history = store.before(fact.tenant_id, fact.table, fact.day, limit=reach)
+        change = _schema_change(fact, history)
+        check = None
+        if fact.rows is not None:
+            check = rule.judge(fact.day, fact.rows, [(f.day, f.rows) for f in history if f.rows is not None])
+        judged = fact.judged(
+            volume=None if check is None else check.verdict.value,
+            schema_change=None if change is None else change.diff.compatibility.value,
+        )
+        store.record(judged)
+        kept.append(judged)
+        if change is not None:
+            changes.append(SchemaChange(judged, change.previous, change.diff))
+        if check is not None and check.anomalous:
+            anomalies.append(Anomaly(judged, check))
+    return LandingSignals(tuple(kept), tuple(changes), tuple(anomalies))
+
+
+def _schema_change(fact: LandingFact, history: Sequence[LandingFact]) -> SchemaChange | None:
+    """The change against the newest earlier landed day that had a schema, if the fingerprints differ."""
+    if fact.schema_fingerprint is None:
+        return None
+    previous = next((f for f in history if f.schema_fingerprint is not None), None)
+    if previous is None or previous.schema_fingerprint == fact.schema_fingerprint:
+        return None
+    return SchemaChange(fact, previous, diff_schemas(previous.columns, fact.columns))
+
+
+def publish(events: EventBridgeClient, bus: str, signals: LandingSignals) -> int:
+    """Put the signals' events on ``bus``. Returns how many were put; raises TransferFailed when any was refused
+    (the day is landed and kept; the Download retry announces again, consumers deduplicate on ``id``)."""
+    entries = [
+        {"Source": EVENT_SOURCE, "DetailType": kind, "Detail": json.dumps(detail), "EventBusName": bus}
+        for kind, detail in signals.events()
+    ]
+    for start in range(0, len(entries), PUT_EVENTS_BATCH):
+        batch = entries[start : start + PUT_EVENTS_BATCH]
+        try:
+            failed = events.put_events(Entries=batch).get("FailedEntryCount", 0)  # type: ignore[arg-type]
+        except (ClientError, BotoCoreError) as exc:
+            raise TransferFailed(
+                f"The landing's signals could not be put on the event bus {bus}: {describe_exception(exc)}"
+            ) from None
+        if failed:
+            raise TransferFailed(f"The event bus {bus} refused {failed} of the landing's {len(batch)} signal events.")
+    return len(entries)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalSettings:
+    """The signals' settings, read once per execution environment from the Download function's environment."""
+
+    VARIABLES: ClassVar[tuple[str, ...]] = (
+        "EVENT_BUS_NAME",
+        "ANOMALY_HISTORY_DAYS",
+        "ANOMALY_MIN_HISTORY_DAYS",
+        "ANOMALY_LOW_RATIO",
+        "ANOMALY_HIGH_RATIO",
+        "ANOMALY_BASELINE",
+        "ALERT_ON_EMPTY_DAY",
+    )
+
+    #: None: signals are kept in the ledger but not announced (no bus configured).
+    event_bus: str | None
+    rule: VolumeRule
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SignalSettings:
+        defaults = VolumeRule()
+
+        def number(name: str, default: float) -> float:
+            text = environ.get(name, "").strip()
+            try:
+                return float(text) if text else default
+            except ValueError:
+                raise ConfigurationError(f"{name} must be a number, not {text!r}.") from None
+
+        baseline = environ.get("ANOMALY_BASELINE", "").strip() or defaults.baseline.value
+        if baseline not in {b.value for b in Baseline}:
+            raise ConfigurationError(f"ANOMALY_BASELINE must be all-days or same-weekday, not {baseline!r}.")
+        alert = environ.get("ALERT_ON_EMPTY_DAY", "false").strip().lower()
+        if alert not in ("true", "false", ""):
+            raise ConfigurationError(f"ALERT_ON_EMPTY_DAY must be true or false, not {alert!r}.")
+        history = number("ANOMALY_HISTORY_DAYS", defaults.history_days)
+        minimum = number("ANOMALY_MIN_HISTORY_DAYS", defaults.min_history)
+        if history != int(history) or minimum != int(minimum):
+            raise ConfigurationError("ANOMALY_HISTORY_DAYS and ANOMALY_MIN_HISTORY_DAYS must be whole numbers.")
+        rule = VolumeRule(
+            history_days=int(history),
+            min_history=int(minimum),
+            low_ratio=number("ANOMALY_LOW_RATIO", defaults.low_ratio),
+            high_ratio=number("ANOMALY_HIGH_RATIO", defaults.high_ratio),
+            baseline=Baseline(baseline),
+            alert_on_empty=alert == "true",
+        )
+        return cls(event_bus=environ.get("EVENT_BUS_NAME", "").strip() or None, rule=rule)
