@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import boto3
@@ -25,67 +25,14 @@ from omborigrid_export.lake_signals import (
     publish,
 )
 from omborigrid_export.ledger import Ledger
-from omborigrid_export.manifest import Manifest, ManifestFile, Timings
+from omborigrid_export.manifest import Manifest, ManifestFile
 from omborigrid_export.models import ExportRequest
-from omborigrid_export.proof import Column
 from omborigrid_export.volume import Baseline, VolumeRule
-from tests.lake_columns import simulator_events_columns
+from tests.lake_samples import DAY1, NORMAL, RETYPED, manifest
 from tests.ledger_table import create_ledger_table
 
 TABLE = "export-ledger"
-DAY1 = date(2026, 1, 1)
 RULE = VolumeRule(history_days=14, min_history=7)
-NORMAL = simulator_events_columns()
-RETYPED = simulator_events_columns("type")
-
-
-def proof(rows: int, columns: tuple[Column, ...]) -> dict[str, Any]:
-    return {
-        "rows": rows,
-        "rowGroups": 1,
-        "schemaFingerprint": "sha256:" + ("b" if columns == RETYPED else "a") * 64,
-        "columns": [c.to_dict() for c in columns],
-        "createdBy": "parquet-cpp-arrow",
-        "eventTimeMin": "2026-01-01T00:00:01Z",
-        "eventTimeMax": "2026-01-01T23:59:58Z",
-        "tenantIds": ["t1"],
-        "checks": {},
-    }
-
-
-def manifest(day: date, rows: int | None, columns: tuple[Column, ...] = NORMAL, *, archive: bool = False) -> Manifest:
-    tables = ("events", "sessions") if archive else (None,)
-    files = tuple(
-        ManifestFile(
-            key=f"lake/{table or 'x'}/tenant=t1/dt={day}/part-0.parquet"
-            if archive
-            else f"lake/tenant=t1/dt={day}/e.parquet",
-            bytes=1000 + (rows or 0),
-            checksum_crc32="AAAAAA==",
-            content_kind="parquet",
-            table=table,
-            data_date=day if archive else None,
-            proof=None if rows is None else proof(rows, columns),
-        )
-        for table in tables
-    )
-    landed = datetime(2026, 2, 1, tzinfo=UTC) + timedelta(days=(day - DAY1).days)
-    return Manifest(
-        tenant_id="t1",
-        date_from=day,
-        date_to=day,
-        job_id=f"job-{day}",
-        source_filename="e.parquet",
-        source_host="api.example",
-        bucket="lake-bucket",
-        key=files[0].key,
-        manifest_key=f"lake/tenant=t1/dt={day}/_e.parquet.manifest.json",
-        bytes=sum(f.bytes for f in files),
-        checksum_crc32="AAAAAA==",
-        content_kind="zip" if archive else "parquet",
-        files=files,
-        timings=Timings(None, None, None, None, None, landed),
-    )
 
 
 @pytest.fixture

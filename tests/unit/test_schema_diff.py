@@ -7,7 +7,7 @@ import pytest
 from omborigrid_export.errors import IntegrityError
 from omborigrid_export.proof import Column
 from omborigrid_export.schema_diff import ChangeKind, Compatibility, columns_from_dicts, diff_schemas
-from tests.lake_columns import simulator_events_columns
+from tests.lake_samples import simulator_events_columns
 
 
 def col(path: str, physical: str = "INT64", logical: str | None = None, repetition: str = "OPTIONAL") -> Column:
