@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from jsonschema import Draft202012Validator
 from moto import mock_aws
 
 from omborigrid_export.errors import ConfigurationError, LedgerError, TransferFailed
@@ -223,3 +225,28 @@ def test_facts_of_an_unproven_archive_member_leave_rows_unknown() -> None:
     by_table = {f.table: f for f in facts_of(mixed)}
     assert by_table["events"].rows == 5
     assert (by_table["sessions"].rows, by_table["sessions"].schema_fingerprint) == (None, None)
+
+
+def schema(name: str) -> Draft202012Validator:
+    document = json.loads((Path(__file__).parents[2] / "schemas" / name).read_text())
+    Draft202012Validator.check_schema(document)
+    return Draft202012Validator(document, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def test_the_events_details_are_valid_against_their_schemas_and_the_schemas_refuse_a_wrong_one(
+    store: LakeFacts,
+) -> None:
+    signals = backfill(store, {12: 0, 25: 50}, 20, range(1, 31))
+    changed, anomalous = schema("schema-changed.schema.json"), schema("export-anomalous.schema.json")
+    [(kind, change)] = signals[20].events()
+    assert kind == SCHEMA_CHANGED
+    changed.validate(change)
+    [(kind, anomaly)] = signals[25].events()
+    assert kind == EXPORT_ANOMALOUS
+    anomalous.validate(anomaly)
+    assert not changed.is_valid({**change, "compatibility": "maybe"})
+    assert not anomalous.is_valid({k: v for k, v in anomaly.items() if k != "id"})
+    alerting = VolumeRule(history_days=14, min_history=7, alert_on_empty=True)
+    [anomaly] = observe(manifest(day(12), 0), store, alerting).anomalies
+    anomalous.validate(anomaly.to_detail())
+    assert anomaly.to_detail()["volume"]["verdict"] == "empty"

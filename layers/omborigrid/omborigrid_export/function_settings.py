@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from .createjob import SchedulePolicy
 from .errors import ConfigurationError
+from .lake_signals import SignalSettings
 from .layout import KeyLayout
 from .scheduling import zone
 from .settings import MIB, Settings, TransferSettings, is_on
@@ -131,6 +132,7 @@ class DownloadSettings:
         Variable("LEDGER_TABLE"),
         Variable("EXPORT_BUCKET"),
         Variable("EXPORT_BUCKET_OWNER"),
+        *(Variable(name) for name in SignalSettings.VARIABLES),
         #: Caps an invocation's transfer time below Lambda's remaining time (tests and tuning).
         Variable("DOWNLOAD_TIME_BUDGET_SECONDS", required=False),
     )
@@ -140,6 +142,8 @@ class DownloadSettings:
     bucket: str
     #: Seconds of transfer work per invocation at most, or None: as long as the invocation has.
     time_budget_seconds: float | None
+    #: The lake's signals after each landing (facts, "Schema Changed", "Export Anomalous", lineage).
+    signals: SignalSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> DownloadSettings:
@@ -161,6 +165,7 @@ class DownloadSettings:
             ledger_table=env.name("LEDGER_TABLE"),
             bucket=env.name("EXPORT_BUCKET"),
             time_budget_seconds=budget,
+            signals=SignalSettings.from_env({name: env.text(name) for name in SignalSettings.VARIABLES}),
         )
 
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import lineage
 from .errors import ConfigurationError, TransferFailed
 from .lake_facts import LakeFacts, LandingFact, facts_of
+from .lineage import LineageSender
 from .manifest import Manifest
+from .models import JobIdentity
 from .redact import describe_exception
 from .schema_diff import SchemaDiff, diff_schemas
 from .volume import Baseline, VolumeCheck, VolumeRule
@@ -176,11 +180,14 @@ class SignalSettings:
         "ANOMALY_HIGH_RATIO",
         "ANOMALY_BASELINE",
         "ALERT_ON_EMPTY_DAY",
+        "LINEAGE_ENDPOINT",
     )
 
     #: None: signals are kept in the ledger but not announced (no bus configured).
     event_bus: str | None
     rule: VolumeRule
+    #: None: no OpenLineage events are sent (the default).
+    lineage_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SignalSettings:
@@ -211,4 +218,60 @@ class SignalSettings:
             baseline=Baseline(baseline),
             alert_on_empty=alert == "true",
         )
-        return cls(event_bus=environ.get("EVENT_BUS_NAME", "").strip() or None, rule=rule)
+        endpoint = environ.get("LINEAGE_ENDPOINT", "").strip() or None
+        if endpoint is not None:
+            LineageSender(endpoint)  # refuses a URL that is not http(s) now, not at the first landing
+        return cls(event_bus=environ.get("EVENT_BUS_NAME", "").strip() or None, rule=rule, lineage_endpoint=endpoint)
+
+
+class LakeSignals:
+    """What Download calls: :meth:`started` when an export's transfer begins, :meth:`landed` once it landed."""
+
+    def __init__(
+        self,
+        settings: SignalSettings,
+        *,
+        store: LakeFacts,
+        events: EventBridgeClient,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._events = events
+        self._lineage = None if settings.lineage_endpoint is None else LineageSender(settings.lineage_endpoint)
+        self._now = now or (lambda: datetime.now(UTC))
+
+    def started(self, identity: JobIdentity) -> bool | None:
+        """Sends the run's START (None when lineage is off; else whether the endpoint took it)."""
+        if self._lineage is None:
+            return None
+        return self._lineage.send(lineage.start_event(identity, now=self._now()))
+
+    def landed(self, manifest: Manifest) -> LandingReport:
+        """Keeps and judges the landing's facts, announces its signals, sends the run's COMPLETE."""
+        signals = observe(manifest, self._store, self._settings.rule)
+        announced = 0 if self._settings.event_bus is None else publish(self._events, self._settings.event_bus, signals)
+        lineage_sent = None
+        if self._lineage is not None:
+            lineage_sent = self._lineage.send(lineage.complete_event(manifest, signals.facts, now=self._now()))
+        return LandingReport(signals=signals, announced=announced, lineage_sent=lineage_sent)
+
+
+@dataclass(frozen=True, slots=True)
+class LandingReport:
+    signals: LandingSignals
+    announced: int
+    lineage_sent: bool | None
+
+    def metrics(self) -> dict[str, int]:
+        """The counts Download publishes as metrics (the alarms watch them)."""
+        signals = self.signals
+        counts = {
+            "SchemaChanges": len(signals.schema_changes),
+            "BreakingSchemaChanges": sum(1 for c in signals.schema_changes if c.diff.is_breaking),
+            "VolumeAnomalies": len(signals.anomalies),
+            "EmptyDays": len(signals.empty_days),
+        }
+        if self.lineage_sent is False:
+            counts["LineageEventsNotSent"] = 1
+        return counts
