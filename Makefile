@@ -8,12 +8,18 @@ PYTHON ?= $(shell if python3.13 --version >/dev/null 2>&1; then echo python3.13;
 VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools
+# LocalStack (the stricter S3 of the integration tier, tests/s3servers.py) needs Python >= 3.12 and pins of its
+# own: its venv is Python 3.13, which its lock is made for.
+LOCALSTACK := .localstack
+LOCALSTACK_PYTHON ?= $(shell if python3.13 --version >/dev/null 2>&1; then echo python3.13; \
+           elif PYENV_VERSION=3.13.0 python3.13 --version >/dev/null 2>&1; then echo "env PYENV_VERSION=3.13.0 python3.13"; fi)
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help install tools lint typecheck lint-template format test test-fast demo bench build lock clean
+.PHONY: help install localstack lock-localstack tools lint typecheck lint-template format test test-fast demo bench build lock clean
 
 help:
 	@echo "make install  - create .venv (Python 3.13 when present) from the hashed lock: the project, the CLI, the local stack, dev tools"
+	@echo "make localstack - create .localstack (Python 3.13) from its hashed lock: LocalStack's S3 for the integration tests"
 	@echo "make test     - lint + the whole test suite with coverage (what CI runs)"
 	@echo "make lint     - ruff, ruff format --check, mypy (strict on the product, checked on tests), sam validate --lint, cfn-lint, asl-validator, checkov"
 	@echo "make format   - ruff format and ruff's safe fixes"
@@ -31,7 +37,21 @@ $(BIN)/omborigrid-export: pyproject.toml local_stack/pyproject.toml requirements
 	$(BIN)/pip install $(PIP_QUIET) --no-deps -e . -e ./local_stack 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 
-install: $(BIN)/omborigrid-export
+install: $(BIN)/omborigrid-export localstack
+
+# Without Python 3.13 it is left out with a warning (install still succeeds); the integration tests then say
+# what to do, and run on moto with OMBORIGRID_TEST_S3=moto.
+ifneq ($(LOCALSTACK_PYTHON),)
+$(LOCALSTACK)/.installed: requirements-localstack.lock
+	@test -x $(LOCALSTACK)/bin/python || $(LOCALSTACK_PYTHON) -m venv $(LOCALSTACK)
+	$(LOCALSTACK)/bin/pip install $(PIP_QUIET) --require-hashes --no-deps -r requirements-localstack.lock 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+localstack: $(LOCALSTACK)/.installed
+else
+localstack:
+	@echo "warning: no Python 3.13 (python3.13, or pyenv's 3.13.0), so $(LOCALSTACK) (LocalStack's S3 for the integration tests) is not built"
+endif
 
 # SAM CLI and checkov pin conflicting versions of shared packages, so they live in their own venv.
 $(TOOLS)/bin/sam: requirements-tools.lock
@@ -46,7 +66,7 @@ node_modules/.bin/asl-validator: package.json package-lock.json
 tools: $(TOOLS)/bin/sam node_modules/.bin/asl-validator
 
 # uv resolves the .in files: the layer for the Lambda platform, development and tools for Python 3.11-3.13.
-lock: install
+lock: install lock-localstack
 	$(BIN)/pip install $(PIP_QUIET) "uv>=0.5" 2>&1 | grep -v "^WARNING: Location" || true
 	cd layers/omborigrid && ../../$(BIN)/uv pip compile requirements.in --quiet --generate-hashes \
 	    --python-platform aarch64-manylinux2014 --python-version 3.13 \
@@ -55,6 +75,12 @@ lock: install
 	    --no-emit-package omborigrid-export --no-emit-package omborigrid-local -o requirements-dev.lock
 	$(BIN)/uv pip compile requirements-tools.in --quiet --universal --python-version 3.11 --generate-hashes \
 	    -o requirements-tools.lock
+
+# LocalStack's lock is for its venv alone: Python 3.13 on x86-64 Linux (its dependencies do not resolve for 3.14).
+lock-localstack: $(BIN)/omborigrid-export
+	$(BIN)/pip install $(PIP_QUIET) "uv>=0.5" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/uv pip compile requirements-localstack.in --quiet --python-version 3.13 --python-platform x86_64-manylinux_2_28 \
+	    --generate-hashes -o requirements-localstack.lock
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -94,4 +120,4 @@ build: tools
 	    SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam build
 
 clean:
-	rm -rf $(VENV) $(TOOLS) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(LOCALSTACK) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -442,8 +442,9 @@ def test_every_parameter_default_passes_each_function_settings() -> None:
         settings_model(logical_id).from_env(values)
 
 
-#: The only places that read the process environment: the CLI's Settings.from_env and runtime.settings().
-READS_ENVIRON = {"omborigrid_export/settings.py", "omborigrid_lambda/runtime.py"}
+#: The only places that read the process environment: the CLI's Settings.from_env and runtime.settings(), and
+#: observability.install(), which reads the secrets in it (token, AWS keys) only to scrub them from every output.
+READS_ENVIRON = {"omborigrid_export/settings.py", "omborigrid_lambda/runtime.py", "omborigrid_lambda/observability.py"}
 
 
 def test_nothing_but_the_settings_reads_the_environment() -> None:

@@ -55,11 +55,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(debug: bool, verbose: bool) -> None:
+    """Logs go to stderr, every record scrubbed at every level (urllib3 and botocore included), and so does
+    the traceback ``--debug`` lets through."""
+    import os
+
+    from omborigrid_export import logsafety
+    from omborigrid_export.redact import register_secrets
+
+    register_secrets(
+        os.environ.get(name) for name in ("OMBORIGRID_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    )
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafety.install_on_root()
+    sys.excepthook = logsafety.scrubbed_excepthook
     if not debug:
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+#: Commands served by the local stack (the omborigrid-local distribution), which the product does not include.
+LOCAL_STACK_COMMANDS = {"simulate": "omborigrid_local.simulator", "demo": "omborigrid_local.demo"}
+LOCAL_STACK_MISSING = (
+    "'{command}' needs the local stack (the OmboriGrid simulator and the local AWS engine), which this "
+    "installation does not include: from a checkout of the repository run `make install`, or "
+    "`pip install -e ./local_stack` into this environment."
+)
+
+
+def _local_stack_command(command: str, args: list[str]) -> int:
+    """Run ``simulate`` or ``demo`` (they own their arguments, --help included), or say what to install."""
+    import importlib
+
+    module_name = LOCAL_STACK_COMMANDS[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise  # the local stack is there, but something it needs is not: a broken install, shown as such
+        print(f"error: {LOCAL_STACK_MISSING.format(command=command)}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(module.main(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,14 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         # simulate and demo own their arguments (including --help): pass them through untouched.
-        if args_list and args_list[0] == "simulate":
-            from omborigrid_local.simulator import main as simulate_main
-
-            return int(simulate_main(args_list[1:]))
-        if args_list and args_list[0] == "demo":
-            from omborigrid_local.demo import main as demo_main
-
-            return int(demo_main(args_list[1:]))
+        if args_list and args_list[0] in LOCAL_STACK_COMMANDS:
+            return _local_stack_command(args_list[0], args_list[1:])
         args = build_parser().parse_args(args_list)
         _configure_logging(debug, getattr(args, "verbose", False))
         if args.command == "run":

@@ -16,13 +16,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from omborigrid_export.errors import InvalidInput
 from omborigrid_export.function_settings import CheckStatusSettings
 from omborigrid_export.state import ExportState
-from omborigrid_lambda import runtime
+from omborigrid_lambda import observability, runtime
 from omborigrid_lambda.boundary import typed_failures
 
 SETTINGS = CheckStatusSettings
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
+# Secrets out of every log record and trace this function writes, third-party loggers' included.
+observability.install(logger)
 
 
 @typed_failures

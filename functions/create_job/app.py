@@ -18,13 +18,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from omborigrid_export.createjob import Services, create_jobs, parse_trigger
 from omborigrid_export.function_settings import CreateJobSettings
 from omborigrid_export.scheduling import Outcome
-from omborigrid_lambda import runtime
+from omborigrid_lambda import observability, runtime
 from omborigrid_lambda.boundary import typed_failures
 
 SETTINGS = CreateJobSettings
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
+# Secrets out of every log record and trace this function writes, third-party loggers' included.
+observability.install(logger)
 
 #: Seconds kept in hand: dispatching stops creating jobs when fewer remain.
 RESERVE_SECONDS = 30

@@ -21,13 +21,15 @@ from omborigrid_export.lake_facts import LakeFacts
 from omborigrid_export.lake_signals import LakeSignals
 from omborigrid_export.state import ExportState
 from omborigrid_export.transfer import Checkpoint
-from omborigrid_lambda import runtime
+from omborigrid_lambda import observability, runtime
 from omborigrid_lambda.boundary import typed_failures
 
 SETTINGS = DownloadSettings
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
+# Secrets out of every log record and trace this function writes, third-party loggers' included.
+observability.install(logger)
 
 #: Seconds kept in hand at the end of an invocation to return the checkpoint.
 RESERVE_SECONDS = 60.0

@@ -18,13 +18,15 @@ from omborigrid_export.errors import InvalidInput, OmboriGridExportError
 from omborigrid_export.executions import StartResult
 from omborigrid_export.function_settings import StartExportSettings
 from omborigrid_export.state import JobRef
-from omborigrid_lambda import runtime
+from omborigrid_lambda import observability, runtime
 from omborigrid_lambda.boundary import typed_failures
 
 SETTINGS = StartExportSettings
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
+# Secrets out of every log record and trace this function writes, third-party loggers' included.
+observability.install(logger)
 
 
 def job_of(record: object) -> tuple[str, JobRef]:

@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
 
 
 def test_given_a_killed_transfer_then_the_next_one_resumes_from_the_saved_checkpoint(
-    simulator: Any, s3: Any, bucket: str, moto_server: str, tmp_path: Path
+    simulator: Any, s3: Any, bucket: str, s3_endpoint: str, tmp_path: Path
 ) -> None:
     simulator.configure(target_bytes=30 * MIB)
     client = OmboriGridClient(simulator.base_url, simulator.token)
@@ -56,7 +56,7 @@ def test_given_a_killed_transfer_then_the_next_one_resumes_from_the_saved_checkp
     simulator.configure(bandwidth_bytes_per_sec=8 * MIB)
     saved = tmp_path / "checkpoint.json"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, simulator.base_url, simulator.token, moto_server, bucket, job.id, str(saved)],
+        [sys.executable, "-c", CHILD, simulator.base_url, simulator.token, s3_endpoint, bucket, job.id, str(saved)],
         env={**os.environ, "OMBORIGRID_ALLOW_LOCAL_URLS": "1"},
     )
     deadline = time.monotonic() + 60

@@ -252,7 +252,7 @@ def test_given_a_checkpoint_holding_the_last_part_then_the_tail_is_read_again_fo
     simulator.configure(target_bytes=12 * MIB)
     job = done_job(simulator, client)
     data = source_bytes(simulator, job)
-    upload = MultipartUpload.create(s3, bucket, "k/file", job, len(data), 5 * MIB)
+    upload = MultipartUpload.create(s3, bucket, "k/file", job, size=len(data), part_size=5 * MIB)
     last = upload.part_count
     record = upload.upload_part(last, data[(last - 1) * 5 * MIB :], (last - 1) * 5 * MIB)
     checkpoint = Checkpoint(job.id, bucket, "k/file", upload.upload_id, len(data), 5 * MIB, {last: record.crc32})
@@ -403,7 +403,7 @@ def test_given_a_stream_cut_into_parts_by_streamed_parts_then_the_object_is_iden
             "fileSize": len(data),
         }
     )
-    upload = MultipartUpload.create(s3, bucket, "k/member", job, len(data), 5 * MIB)
+    upload = MultipartUpload.create(s3, bucket, "k/member", job, size=len(data), part_size=5 * MIB)
     sizes = [1, 7, MIB - 3, 3 * MIB + 11, 1234567]
     with StreamedParts(upload, uploads=2) as parts:
         offset, i = 0, 0

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 import urllib3
 
-from omborigrid_export.redact import describe_exception, host_of, scrub
+from omborigrid_export.redact import (
+    REDACTED,
+    describe_exception,
+    host_of,
+    register_secret,
+    scrub,
+    scrub_tree,
+    server_text,
+)
 
 SIGNATURE = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 TOKEN = "FwoGZXIvYXdzEBYaDExampleSessionToken"
@@ -155,3 +165,194 @@ def test_given_long_message_when_described_then_truncated_after_scrubbing() -> N
     assert len(described) == len("ValueError: ") + 300
     assert described.endswith("...")
     assert_no_secret(described)
+
+
+# --- the whole query, whatever it holds ---------------------------------------------------------------------
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+TEMP_KEY = "ASIAY34FZKBOKMUTVV7A"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"X-Amz-Signature=ab)cd{SIGNATURE}",
+        f"X-Amz-Signature=ab'cd{SIGNATURE}",
+        f"a=1&b=(x)&X-Amz-Security-Token={TOKEN}')",
+        f"X-Amz-Security-Token={TOKEN}%27%29&X-Amz-Signature={SIGNATURE}",
+        f"sig={SIGNATURE};x={TOKEN}",
+    ],
+)
+@pytest.mark.parametrize("template", ["url: {url} (Caused by X)", "url='{url}'", "({url})", "{url}"])
+def test_given_a_query_holding_quotes_or_parentheses_then_all_of_it_goes(query: str, template: str) -> None:
+    scrubbed = scrub(template.format(url=f"https://exports.example.com/f.parquet?{query}"))
+
+    assert_no_secret(scrubbed)
+    assert "exports.example.com/f.parquet?<redacted>" in scrubbed
+
+
+def test_given_a_percent_encoded_url_inside_a_message_then_its_query_goes() -> None:
+    encoded = (
+        "https%3A%2F%2Fexports.example.com%2Ff%3FX-Amz-Security-Token%3D" + TOKEN + "%26X-Amz-Signature%3D" + SIGNATURE
+    )
+
+    assert_no_secret(scrub(f"next={encoded} done"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{{'X-Amz-Security-Token': b'{TOKEN}', 'X-Amz-Date': b'20260101T000000Z'}}",
+        f'{{"X-Amz-Security-Token": "{TOKEN}"}}',
+        f"X-Amz-Security-Token: {TOKEN}",
+        f"x-amz-signature={SIGNATURE}",
+        f"X-Amz-Credential={ACCESS_KEY}/20260101/eu-west-1/s3/aws4_request",
+        f"'Authorization': b'AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/eu-west-1/s3/aws4_request, "
+        f"SignedHeaders=host;x-amz-date, Signature={SIGNATURE}'",
+        f"Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/x, SignedHeaders=host, Signature={SIGNATURE}",
+        f"OMBORIGRID_TOKEN={TOKEN}",
+        f'{{"token": "{TOKEN}"}}',
+        f"aws_secret_access_key = {AWS_SECRET}",
+    ],
+)
+def test_given_named_credentials_in_headers_or_settings_then_their_values_go(text: str) -> None:
+    scrubbed = scrub(text)
+
+    for secret in (TOKEN, SIGNATURE, ACCESS_KEY, AWS_SECRET):
+        assert secret not in scrubbed
+    assert REDACTED in scrubbed
+
+
+def test_given_authorization_then_the_scheme_stays_and_the_value_goes() -> None:
+    scrubbed = scrub(f"'Authorization': b'AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/x, Signature={SIGNATURE}'")
+    assert scrubbed == "'Authorization': b'AWS4-HMAC-SHA256 <redacted>'"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        ACCESS_KEY,
+        TEMP_KEY,
+        AWS_SECRET,
+        TOKEN + "Xy9" * 20,
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    ],
+)
+def test_given_bare_credential_shaped_strings_then_they_go(secret: str) -> None:
+    scrubbed = scrub(f"the server said {secret} was wrong")
+
+    assert secret not in scrubbed
+    for part in secret.split("."):
+        assert part not in scrubbed or len(part) < 32
+    assert scrubbed.startswith("the server said ")
+    assert scrubbed.endswith(" was wrong")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "job 621e1fc633350f0007637a0c landed at s3://lake/raw/tenant=621e1fc633350f0007637a0c/dt=2026-11-01/a.parquet",
+        "schema e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 (sha-256), crc32 AAAAAA==",
+        "2026-11-01T00:00:00Z part 3 of 17: 5242880 bytes",
+    ],
+)
+def test_given_ids_digests_keys_and_dates_then_they_are_kept(text: str) -> None:
+    assert scrub(text) == text
+
+
+def test_given_a_registered_secret_then_it_goes_wherever_it_appears() -> None:
+    echoed = "plainLongTokenValue-echo"  # not credential-shaped: only registration catches it
+    assert scrub(f"bad token {echoed}!") == f"bad token {echoed}!"
+
+    register_secret(echoed)
+    register_secret("short")
+
+    assert scrub(f"bad token {echoed}!") == "bad token <redacted>!"
+    assert scrub("short") == "short"
+
+
+# --- server text --------------------------------------------------------------------------------------------
+
+
+def test_given_server_text_with_terminal_escapes_and_newlines_then_one_plain_line() -> None:
+    text = "\x1b[31mdenied\x1b[0m\r\nERROR fake log line\x1b]0;pwned\x07\x07 \u202eevil\x00"
+
+    assert server_text(text) == "denied ERROR fake log line evil"
+
+
+def test_given_long_server_text_then_truncated_after_scrubbing() -> None:
+    text = "x" * 150 + f" {TOKEN}{'Q1' * 40} " + "y" * 300
+
+    cleaned = server_text(text, limit=200)
+
+    assert len(cleaned) == 200
+    assert cleaned.endswith("...")
+    assert TOKEN not in cleaned
+    assert "Q1Q1" not in cleaned
+
+
+def test_given_an_escape_splitting_a_key_then_the_key_is_still_found() -> None:
+    assert ACCESS_KEY not in server_text(ACCESS_KEY[:6] + "\x1b[0m" + ACCESS_KEY[6:])
+
+
+def test_given_a_tree_then_every_string_in_it_is_scrubbed() -> None:
+    tree = {"url": PRESIGNED, "nested": [{"header": f"Bearer {TOKEN}"}, 3, None], PRESIGNED: True}
+
+    scrubbed = scrub_tree(tree)
+
+    assert_no_secret(repr(scrubbed))
+    assert scrubbed["nested"][1:] == [3, None]
+
+
+def test_given_an_exception_whose_str_fails_then_described_by_class() -> None:
+    class Broken(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert describe_exception(Broken()) == "Broken"
+
+
+def test_given_an_exception_quoting_server_text_then_described_on_one_clean_line() -> None:
+    described = describe_exception(ValueError(f"\x1b[2Jbad\nline {ACCESS_KEY}"))
+    assert described == "ValueError: bad line <redacted>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"GET {PRESIGNED} failed",
+        f"'Authorization': b'AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/x, Signature={SIGNATURE}'",
+        f"Authorization: Bearer {TOKEN}",
+        f"X-Amz-Security-Token={TOKEN} and {AWS_SECRET}",
+        "https%3A%2F%2Fh%2Ff%3FX-Amz-Signature%3D" + SIGNATURE,
+    ],
+)
+def test_scrubbing_twice_changes_nothing_more(text: str) -> None:
+    # Handlers, formatters and emitters may each scrub the same text; the result must not grow.
+    once = scrub(text)
+    assert scrub(once) == once
+
+
+def test_given_a_url_with_an_empty_query_then_it_is_left_alone() -> None:
+    assert scrub("see https://exports.example.com/f? now") == "see https://exports.example.com/f? now"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a-" * 100_000,
+        "/a" * 100_000,
+        "secret-" * 30_000,
+        "a ?a " * 40_000,
+        ("x" * 3000 + "?a ") * 60,
+        "Ab1=" * 50_000,
+        "authorization: 'x authorization: \"y " * 5_000,
+    ],
+    ids=["dashes", "slashes", "names", "queries", "long-words", "base64", "auth"],
+)
+def test_given_a_large_adversarial_text_then_scrubbing_stays_linear(text: str) -> None:
+    # Server text and third-party log lines are scrubbed whole; a quadratic pattern would hang a Lambda here.
+    started = time.perf_counter()
+    scrub(text)
+    assert time.perf_counter() - started < 5.0

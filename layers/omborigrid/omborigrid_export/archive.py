@@ -203,7 +203,9 @@ class ArchiveLander:
             logger.warning("archive member %s is not parquet by its bytes; not landed", plan.info.filename)
             return None
         size, started = plan.info.file_size, datetime.now(UTC)
-        upload = MultipartUpload.create(self._s3, bucket, plan.key, job, size, choose_part_size(size, self._part_size))
+        upload = MultipartUpload.create(
+            self._s3, bucket, plan.key, job, size=size, part_size=choose_part_size(size, self._part_size)
+        )
         try:
             tail = self._upload_parts(upload, itertools.chain(first, stream), identity)
             return _Staged(plan, upload, upload.combined_crc(), self._prove(plan, tail, identity), started)

@@ -46,7 +46,7 @@ from .errors import (
 )
 from .http_deadline import DeadlineAdapter, cut_at
 from .models import ExportJob, ExportRequest, JobIdentity, validate_job_id
-from .redact import describe_exception, host_of, scrub
+from .redact import describe_exception, host_of, server_text
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +375,8 @@ def _parse(answer: _Answer) -> tuple[Any, str | None]:
     try:
         return _json(answer.body), None
     except (ValueError, RecursionError):
-        snippet = scrub(answer.body[:120].decode("utf-8", "replace"))
+        # Scrubbed before it is cut, so a secret the server echoed cannot survive in part.
+        snippet = server_text(answer.body[:4096].decode("utf-8", "replace"), 120)
         return None, f"a body that is not JSON: {snippet!r}"
 
 
@@ -406,5 +407,4 @@ def _server_message(answer: _Answer) -> str:
     if isinstance(body, dict):
         message = body.get("message") or body.get("error") or body.get("errors")
     text = str(message) if message else answer.body.decode("utf-8", "replace") or f"HTTP {answer.status}"
-    text = scrub(" ".join(text.split()))
-    return text if len(text) <= 300 else text[:297] + "..."
+    return server_text(text, 300)

@@ -68,7 +68,7 @@ class Exporter:
         client: OmboriGridClient,
         s3: S3Client,
         *,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        session_factory: Callable[[], requests.Session] | None = None,
         progress: ProgressCallback | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         prover_for: ProverFactory | None = None,

@@ -18,6 +18,7 @@ from omborigrid_export.errors import ConfigurationError
 from omborigrid_export.executions import Executions
 from omborigrid_export.exporter import Exporter
 from omborigrid_export.ledger import Ledger
+from omborigrid_export.redact import register_secret
 from omborigrid_export.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class SecretToken:
             except (ValueError, KeyError):
                 raise ConfigurationError(f"The secret {self._secret_id} is JSON but has no 'token' field.") from None
         token = text.strip()
+        # Known from here on: scrub() removes this exact value from every log record, trace and message.
+        register_secret(token)
         if not token:
             raise ConfigurationError(f"The secret {self._secret_id} is empty.")
         return token

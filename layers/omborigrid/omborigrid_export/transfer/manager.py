@@ -24,6 +24,7 @@ from ..errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridEx
 from ..models import ExportJob, JobStatus
 from ..proof import ContentProver, Proof
 from ..redact import host_of
+from ..safehttp import pinned_session_factory
 from ..settings import TransferSettings
 from ..urlsafety import Resolver, system_resolver
 from .checkpoint import Checkpoint
@@ -74,7 +75,7 @@ class Transfer:
         settings: TransferSettings | None = None,
         *,
         allow_local_urls: bool = False,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        session_factory: Callable[[], requests.Session] | None = None,
         resolver: Resolver = system_resolver,
         progress: ProgressCallback | None = None,
         clock: Clock = time.monotonic,
@@ -85,8 +86,11 @@ class Transfer:
         self._checkpoint_every = checkpoint_every
         self._settings = settings or TransferSettings()
         self._allow_local = allow_local_urls
-        self._session_factory = session_factory
-        self._resolver = resolver
+        # Every connection to the download host is resolved, checked and pinned by safehttp, so the address
+        # checked is the address connected to; ``resolver`` is the one resolution there is.
+        self._session_factory = session_factory or pinned_session_factory(
+            allow_local=allow_local_urls, resolver=resolver
+        )
         self._progress = progress
         self._clock = clock
         self._sleep = sleep
@@ -182,7 +186,6 @@ class Transfer:
             self._settings,
             allow_local_urls=self._allow_local,
             session_factory=self._session_factory,
-            resolver=self._resolver,
             stats=TransferStats(),
         )
 
@@ -274,7 +277,9 @@ class Transfer:
             except UploadGone:
                 logger.warning("the upload of the checkpoint is gone (aborted or expired); starting over")
         part_size = choose_part_size(landing.size, self._settings.part_size)
-        return MultipartUpload.create(self._s3, landing.bucket, landing.key, job, landing.size, part_size)
+        return MultipartUpload.create(
+            self._s3, landing.bucket, landing.key, job, size=landing.size, part_size=part_size
+        )
 
     def _complete(self, landing: _Landing, upload: MultipartUpload, *, ranged: bool) -> LandedObject:
         job, source = landing.job, landing.source

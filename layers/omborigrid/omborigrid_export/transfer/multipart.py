@@ -110,7 +110,7 @@ class MultipartUpload:
     """One S3 multipart upload and the parts that are in it (thread-safe)."""
 
     def __init__(
-        self, s3: S3Client, bucket: str, key: str, upload_id: str, job_id: str, size: int, part_size: int
+        self, s3: S3Client, bucket: str, key: str, *, upload_id: str, job_id: str, size: int, part_size: int
     ) -> None:
         self._s3 = s3
         self.bucket = bucket
@@ -132,7 +132,9 @@ class MultipartUpload:
         return part_count(self.size, self.part_size)
 
     @classmethod
-    def create(cls, s3: S3Client, bucket: str, key: str, job: ExportJob, size: int, part_size: int) -> MultipartUpload:
+    def create(
+        cls, s3: S3Client, bucket: str, key: str, job: ExportJob, *, size: int, part_size: int
+    ) -> MultipartUpload:
         with map_s3_errors(f"the start of an upload to s3://{bucket}/{key}"):
             response = s3.create_multipart_upload(
                 Bucket=bucket,
@@ -148,7 +150,7 @@ class MultipartUpload:
                     "omborigrid-source-filename": job.filename,
                 },
             )
-        return cls(s3, bucket, key, response["UploadId"], job.id, size, part_size)
+        return cls(s3, bucket, key, upload_id=response["UploadId"], job_id=job.id, size=size, part_size=part_size)
 
     @classmethod
     def resume(cls, s3: S3Client, checkpoint: Checkpoint) -> MultipartUpload:
@@ -157,10 +159,10 @@ class MultipartUpload:
             s3,
             checkpoint.bucket,
             checkpoint.key,
-            checkpoint.upload_id,
-            checkpoint.job_id,
-            checkpoint.size,
-            checkpoint.part_size,
+            upload_id=checkpoint.upload_id,
+            job_id=checkpoint.job_id,
+            size=checkpoint.size,
+            part_size=checkpoint.part_size,
         )
         upload.head = checkpoint.head
         listed = upload._list_parts()

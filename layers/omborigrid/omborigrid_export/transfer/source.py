@@ -17,7 +17,7 @@ from ..errors import DownloadUrlExpired, IntegrityError, TransferFailed
 from ..models import ExportJob, JobStatus
 from ..redact import host_of
 from ..settings import TransferSettings
-from ..urlsafety import Resolver, check_download_url
+from ..urlsafety import check_download_url
 from .limits import MAX_REDIRECTS
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ class DownloadSource:
         *,
         allow_local_urls: bool,
         session_factory: Callable[[], requests.Session],
-        resolver: Resolver,
         stats: TransferStats,
     ) -> None:
         if job.download_url is None:
@@ -75,13 +74,12 @@ class DownloadSource:
         self._settings = settings
         self._allow_local = allow_local_urls
         self._session_factory = session_factory
-        self._resolver = resolver
         self.stats = stats
         self._local = threading.local()
         self._lock = threading.Lock()
         self._generation = 0
         self._sessions: list[requests.Session] = []
-        check_download_url(self._url, allow_local=allow_local_urls, resolver=resolver)
+        check_download_url(self._url, allow_local=allow_local_urls)
 
     @property
     def host(self) -> str:
@@ -121,7 +119,7 @@ class DownloadSource:
                 raise IntegrityError(
                     f"Job {job.id} changed its fileSize from {self.job.file_size} to {job.file_size} mid-transfer."
                 )
-            check_download_url(job.download_url, allow_local=self._allow_local, resolver=self._resolver)
+            check_download_url(job.download_url, allow_local=self._allow_local)
             self._url = job.download_url
             self._generation += 1
             self.stats.add("url_refreshes")
@@ -170,7 +168,7 @@ class DownloadSource:
             location = response.headers.get("Location", "")
             response.close()
             url = requests.compat.urljoin(url, location)
-            check_download_url(url, allow_local=self._allow_local, resolver=self._resolver)
+            check_download_url(url, allow_local=self._allow_local)
         raise TransferFailed(f"The download on {self.host} redirected more than {MAX_REDIRECTS} times.")
 
     def check_content_range(self, response: requests.Response, start: int, end: int) -> None:
