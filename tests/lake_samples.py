@@ -64,13 +64,15 @@ def proof(rows: int, columns: tuple[Column, ...]) -> dict[str, Any]:
     }
 
 
-def manifest(day: date, rows: int | None, columns: tuple[Column, ...] = NORMAL, *, archive: bool = False) -> Manifest:
+def manifest(
+    day: date, rows: int | None, columns: tuple[Column, ...] = NORMAL, *, archive: bool = False, tenant: str = "t1"
+) -> Manifest:
     tables = ("events", "sessions") if archive else (None,)
     files = tuple(
         ManifestFile(
-            key=f"lake/{table or 'x'}/tenant=t1/dt={day}/part-0.parquet"
+            key=f"lake/{table or 'x'}/tenant={tenant}/dt={day}/part-0.parquet"
             if archive
-            else f"lake/tenant=t1/dt={day}/e.parquet",
+            else f"lake/tenant={tenant}/dt={day}/e.parquet",
             bytes=1000 + (rows or 0),
             checksum_crc32="AAAAAA==",
             content_kind="parquet",
@@ -82,7 +84,7 @@ def manifest(day: date, rows: int | None, columns: tuple[Column, ...] = NORMAL, 
     )
     landed = datetime(2026, 2, 1, tzinfo=UTC) + timedelta(days=(day - DAY1).days)
     return Manifest(
-        tenant_id="t1",
+        tenant_id=tenant,
         date_from=day,
         date_to=day,
         job_id=f"job-{day}",
@@ -90,7 +92,7 @@ def manifest(day: date, rows: int | None, columns: tuple[Column, ...] = NORMAL, 
         source_host="api.example",
         bucket="lake-bucket",
         key=files[0].key,
-        manifest_key=f"lake/tenant=t1/dt={day}/_e.parquet.manifest.json",
+        manifest_key=f"lake/tenant={tenant}/dt={day}/_e.parquet.manifest.json",
         bytes=sum(f.bytes for f in files),
         checksum_crc32="AAAAAA==",
         content_kind="zip" if archive else "parquet",
