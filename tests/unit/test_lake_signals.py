@@ -22,6 +22,7 @@ from omborigrid_export.lake_facts import LakeFacts, facts_of
 from omborigrid_export.lake_signals import (
     EXPORT_ANOMALOUS,
     SCHEMA_CHANGED,
+    LandingReport,
     SignalSettings,
     observe,
     publish,
@@ -113,11 +114,18 @@ def test_given_the_issues_30_days_then_one_schema_change_one_empty_day_one_anoma
         "The export table of tenant t1 changed its schema on 2026-01-20 (breaking, against 2026-01-19): "
         "int1 changed type from INT64 to BYTE_ARRAY (STRING)."
     )
-    anomaly = anomalies[0][1].to_detail()
-    assert anomaly["volume"]["verdict"] == "low"
-    assert anomaly["volume"]["ratio"] == 0.05
-    assert anomaly["volume"]["baselineDays"] == 14
-    assert anomaly["id"] == "t1/export/2026-01-25/volume/low"
+    anomaly = signals[25].anomalous_detail()
+    assert anomaly is not None
+    [table] = anomaly["tables"]
+    assert (table["table"], table["dataDate"]) == ("export", "2026-01-25")
+    assert table["volume"]["verdict"] == "low"
+    assert table["volume"]["ratio"] == 0.05
+    assert table["volume"]["baselineDays"] == 14
+    assert anomaly["id"] == "t1/2026-01-25/2026-01-25/job-2026-01-25/volume"
+    assert anomaly["message"] == (
+        "The export of tenant t1 for 2026-01-25 landed an unusual volume: export: 2026-01-25 landed 50 rows, 5% of "
+        "the usual volume; the median of the last 14 landed days is 1000 rows."
+    )
     verdicts = {f.day.day: f.volume for f in store.between("t1", DAY1, day(30))}
     assert [n for n, v in verdicts.items() if v == "noBaseline"] == [1, 2, 3, 4, 5, 6, 7]
     assert (verdicts[12], verdicts[25]) == ("empty", "low")
@@ -247,6 +255,37 @@ def test_the_events_details_are_valid_against_their_schemas_and_the_schemas_refu
     assert not changed.is_valid({**change, "compatibility": "maybe"})
     assert not anomalous.is_valid({k: v for k, v in anomaly.items() if k != "id"})
     alerting = VolumeRule(history_days=14, min_history=7, alert_on_empty=True)
-    [anomaly] = observe(manifest(day(12), 0), store, alerting).anomalies
-    anomalous.validate(anomaly.to_detail())
-    assert anomaly.to_detail()["volume"]["verdict"] == "empty"
+    empty = observe(manifest(day(12), 0), store, alerting).anomalous_detail()
+    assert empty is not None
+    anomalous.validate(empty)
+    assert [t["volume"]["verdict"] for t in empty["tables"]] == ["empty"]
+
+
+def test_given_an_archive_whose_tables_all_fall_then_one_export_anomalous_lists_them(store: LakeFacts) -> None:
+    for n in range(1, 8):
+        observe(manifest(day(n), 1000, archive=True), store, RULE)
+    signals = observe(manifest(day(8), 10, archive=True), store, RULE)
+    assert [kind for kind, _ in signals.events()] == [EXPORT_ANOMALOUS]
+    detail = signals.anomalous_detail()
+    assert detail is not None
+    assert [t["table"] for t in detail["tables"]] == ["events", "sessions"]
+    assert LandingReport(signals=signals, announced=1, lineage_sent=None).metrics() == {
+        "SchemaChanges": 0,
+        "BreakingSchemaChanges": 0,
+        "VolumeAnomalies": 1,
+        "EmptyDays": 0,
+    }
+
+
+def test_given_the_changed_days_landing_out_of_order_then_the_change_is_announced_once_and_marked_first(
+    store: LakeFacts,
+) -> None:
+    """Days 1..19 landed; day 21 (retyped) lands before day 20 (retyped): day 21 announces the change against day 19;
+    day 20 then finds it announced, does not announce it again, and takes the mark (the first day of the schema)."""
+    backfill(store, {}, 20, range(1, 20))
+    [on_21] = backfill(store, {}, 20, range(21, 22))[21].schema_changes
+    assert on_21.previous.day == day(19)
+    assert backfill(store, {}, 20, range(20, 21))[20].schema_changes == ()
+    marks = {f.day.day: f.schema_change for f in store.between("t1", day(19), day(21))}
+    assert marks == {19: None, 20: "breaking", 21: None}
+    assert backfill(store, {}, 20, range(22, 23))[22].schema_changes == ()

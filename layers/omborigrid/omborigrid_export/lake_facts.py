@@ -199,17 +199,26 @@ class LakeFacts:
 
     def before(self, tenant_id: str, table: str, day: date, *, limit: int) -> list[LandingFact]:
         """The last ``limit`` landed days of ``table`` before ``day``, newest first."""
+        return self._nearest(tenant_id, table, day, limit=limit, later=False)
+
+    def next_after(self, tenant_id: str, table: str, day: date) -> LandingFact | None:
+        """The first landed day of ``table`` after ``day`` (a backfill lands days out of order)."""
+        found = self._nearest(tenant_id, table, day, limit=1, later=True)
+        return found[0] if found else None
+
+    def _nearest(self, tenant_id: str, table: str, day: date, *, limit: int, later: bool) -> list[LandingFact]:
         found: list[LandingFact] = []
         for fact in self._facts(
-            f"read the history of {tenant_id} {table} before {day}",
-            KeyConditionExpression="tenantId = :p AND dataRange < :d",
+            f"read the history of {tenant_id} {table} {'after' if later else 'before'} {day}",
+            KeyConditionExpression=f"tenantId = :p AND dataRange {'>' if later else '<'} :d",
             FilterExpression="tableName = :t",
             ExpressionAttributeValues={
                 ":p": {"S": FACTS_PARTITION_PREFIX + tenant_id},
-                ":d": {"S": day.isoformat()},
+                # Every sort key of ``day`` sorts below "{day}#~" and above "{day}".
+                ":d": {"S": day.isoformat() + ("#~" if later else "")},
                 ":t": {"S": table},
             },
-            ScanIndexForward=False,
+            ScanIndexForward=later,
         ):
             found.append(fact)
             if len(found) >= limit:

@@ -79,38 +79,55 @@ class SchemaChange:
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
+    """One table of one day outside its usual volume."""
+
     fact: LandingFact
     check: VolumeCheck
 
-    def to_detail(self) -> dict[str, Any]:
-        fact = self.fact
-        return {
-            "id": f"{fact.tenant_id}/{fact.table}/{fact.day}/volume/{self.check.verdict.value}",
-            "tenantId": fact.tenant_id,
-            "table": fact.table,
-            "dataDate": fact.day.isoformat(),
-            "jobId": fact.job_id,
-            "manifestKey": fact.manifest_key,
-            "volume": self.check.to_dict(),
-            "message": f"The {fact.table} table of tenant {fact.tenant_id}: {self.check.describe()}.",
-        }
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.fact.table, "dataDate": self.fact.day.isoformat(), "volume": self.check.to_dict()}
+
+    def describe(self) -> str:
+        return f"{self.fact.table}: {self.check.describe()}"
 
 
 @dataclass(frozen=True, slots=True)
 class LandingSignals:
+    manifest: Manifest
     facts: tuple[LandingFact, ...]
     schema_changes: tuple[SchemaChange, ...]
+    #: Per table and day; announced as one "Export Anomalous" for the export (an archive's tables fall together).
     anomalies: tuple[Anomaly, ...]
 
     @property
     def empty_days(self) -> list[LandingFact]:
         return [f for f in self.facts if f.empty]
 
+    def anomalous_detail(self) -> dict[str, Any] | None:
+        """The "Export Anomalous" detail of this export, or None when no table is anomalous."""
+        if not self.anomalies:
+            return None
+        manifest = self.manifest
+        return {
+            "id": f"{manifest.tenant_id}/{manifest.date_from}/{manifest.date_to}/{manifest.job_id}/volume",
+            "tenantId": manifest.tenant_id,
+            "dataDateFrom": manifest.date_from.isoformat(),
+            "dataDateTo": manifest.date_to.isoformat(),
+            "jobId": manifest.job_id,
+            "manifestKey": manifest.manifest_key,
+            "tables": [a.to_dict() for a in self.anomalies],
+            "message": (
+                f"The export of tenant {manifest.tenant_id} for {manifest.date_from} landed an unusual volume: "
+                + "; ".join(a.describe() for a in self.anomalies)
+                + "."
+            ),
+        }
+
     def events(self) -> list[tuple[str, dict[str, Any]]]:
-        """(detail-type, detail) of every event to announce, schema changes first."""
-        return [(SCHEMA_CHANGED, c.to_detail()) for c in self.schema_changes] + [
-            (EXPORT_ANOMALOUS, a.to_detail()) for a in self.anomalies
-        ]
+        """(detail-type, detail) of every event to announce: one per schema change, then the export's anomaly."""
+        anomalous = self.anomalous_detail()
+        changes = [(SCHEMA_CHANGED, c.to_detail()) for c in self.schema_changes]
+        return changes + ([(EXPORT_ANOMALOUS, anomalous)] if anomalous else [])
 
 
 def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule) -> LandingSignals:
@@ -122,6 +139,7 @@ def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule) -> LandingSi
     for fact in facts_of(manifest):
         history = store.before(fact.tenant_id, fact.table, fact.day, limit=reach)
         change = _schema_change(fact, history)
+        announce = change is not None and not _announced_later(store, change)
         check = None
         if fact.rows is not None:
             check = rule.judge(fact.day, fact.rows, [(f.day, f.rows) for f in history if f.rows is not None])
@@ -131,11 +149,11 @@ def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule) -> LandingSi
         )
         store.record(judged)
         kept.append(judged)
-        if change is not None:
+        if change is not None and announce:
             changes.append(SchemaChange(judged, change.previous, change.diff))
         if check is not None and check.anomalous:
             anomalies.append(Anomaly(judged, check))
-    return LandingSignals(tuple(kept), tuple(changes), tuple(anomalies))
+    return LandingSignals(manifest, tuple(kept), tuple(changes), tuple(anomalies))
 
 
 def _schema_change(fact: LandingFact, history: Sequence[LandingFact]) -> SchemaChange | None:
@@ -146,6 +164,20 @@ def _schema_change(fact: LandingFact, history: Sequence[LandingFact]) -> SchemaC
     if previous is None or previous.schema_fingerprint == fact.schema_fingerprint:
         return None
     return SchemaChange(fact, previous, diff_schemas(previous.columns, fact.columns))
+
+
+def _announced_later(store: LakeFacts, change: SchemaChange) -> bool:
+    """Whether the same change was already announced by a later day that landed first (a backfill out of order).
+
+    Then it is not announced again; the mark moves to this day, the first that has the new schema."""
+    fact = change.fact
+    following = store.next_after(fact.tenant_id, fact.table, fact.day)
+    if following is None or following.schema_change is None:
+        return False
+    if following.schema_fingerprint != fact.schema_fingerprint:
+        return False
+    store.record(following.judged(volume=following.volume, schema_change=None))
+    return True
 
 
 def publish(events: EventBridgeClient, bus: str, signals: LandingSignals) -> int:
@@ -269,7 +301,7 @@ class LandingReport:
         counts = {
             "SchemaChanges": len(signals.schema_changes),
             "BreakingSchemaChanges": sum(1 for c in signals.schema_changes if c.diff.is_breaking),
-            "VolumeAnomalies": len(signals.anomalies),
+            "VolumeAnomalies": 1 if signals.anomalies else 0,
             "EmptyDays": len(signals.empty_days),
         }
         if self.lineage_sent is False:

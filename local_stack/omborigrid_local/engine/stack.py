@@ -48,7 +48,7 @@ DEFAULT_EVENTS_DIR = REPO_ROOT / "events"
 #: Parameters the local stack sets unless the caller overrides them.
 LOCAL_PARAMETERS = {"TokenSecret": "omborigrid-local/api-token"}
 OUTCOME_SOURCE = "omborigrid.export"
-OUTCOME_DETAIL_TYPES = ("Export Completed", "Export Failed")
+OUTCOME_DETAIL_TYPES = ("Export Completed", "Export Failed", "Schema Changed", "Export Anomalous")
 
 
 class FunctionError(Exception):
