@@ -7,15 +7,10 @@ from the OpenLineage spec's documented required fields: no registry package ship
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
 
 from omborigrid_export.errors import ConfigurationError
 from omborigrid_export.lake_facts import facts_of
@@ -28,49 +23,22 @@ from omborigrid_export.lineage import (
     table_location,
 )
 from tests.lake_samples import DAY1, NORMAL, manifest
+from tests.lineage_receiver import Receiver, lineage_errors, lineage_receiver
 
-SCHEMA = json.loads((Path(__file__).parents[1] / "openlineage" / "run-event.schema.json").read_text())
-VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 NOW = datetime(2026, 2, 1, 3, 4, 5, tzinfo=UTC)
-
-
-class Receiver(ThreadingHTTPServer):
-    status = 201
-    received: list[dict[str, Any]]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        assert self.headers["Content-Type"] == "application/json"
-        self.server.received.append(json.loads(body))
-        self.send_response(self.server.status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver(("127.0.0.1", 0), _Handler)
-    server.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with lineage_receiver() as server:
+        yield server
 
 
 def endpoint(server: Receiver) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}/api/v1/lineage"
+    return server.endpoint
 
 
-def errors(event: dict[str, Any]) -> list[str]:
-    return [e.message for e in VALIDATOR.iter_errors(event)]
+errors = lineage_errors
 
 
 def test_an_exports_start_and_complete_reach_the_receiver_valid_and_of_one_run(receiver: Receiver) -> None:

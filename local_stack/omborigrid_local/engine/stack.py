@@ -360,7 +360,8 @@ class LocalStack:
             kwargs["nextToken"] = page["nextToken"]
 
     def outcome_events(self) -> list[dict[str, Any]]:
-        """Every "Export Completed"/"Export Failed" event put on the stack's bus since the stack started.
+        """Every outcome event ("Export Completed"/"Export Failed", and the lake's "Schema Changed"/"Export Anomalous")
+        put on the stack's bus since the stack started.
 
         Captured by an EventBridge rule → SQS queue; each is the full event (``detail-type``, ``detail``...).
         """
