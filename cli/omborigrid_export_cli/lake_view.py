@@ -85,7 +85,8 @@ def signal_lines(days: Sequence[dict[str, Any]]) -> list[str]:
             if fact["schemaChange"]:
                 lines.append(f"  schema changed {row['date']}: {table} ({fact['schemaChange']})")
             if fact["volume"] in ("low", "high"):
-                lines.append(f"  anomalous {row['date']}: {table} {fact['rows']:,} rows ({fact['volume']})")
+                rows = f"{fact['rows']:,} row{'' if fact['rows'] == 1 else 's'}"
+                lines.append(f"  anomalous {row['date']}: {table} {rows} ({fact['volume']})")
     return lines
 
 

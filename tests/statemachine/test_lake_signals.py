@@ -104,7 +104,8 @@ class TestThirtyDaysOfSignals:
 
         events = events_for(stack, tenant)
         kinds = collections.Counter(e["detail-type"] for e in events)
-        print(f"\n30-day backfill with signals: {elapsed:.0f} s wall; events {dict(kinds)}")
+        with capsys.disabled():
+            print(f"\n30-day backfill with signals: {elapsed:.0f} s wall; events {dict(kinds)}")
         assert kinds == {"Export Completed": DAYS, "Schema Changed": 1, "Export Anomalous": 1}
         assert assert_outcomes_valid(events) == DAYS + 2
 
