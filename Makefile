@@ -91,7 +91,7 @@ lint: install tools typecheck lint-template
 	$(BIN)/ruff format --check .
 	node_modules/.bin/asl-validator $(addprefix --json-path ,$(wildcard statemachine/*.asl.json))
 
-# Strict on the product (layers/, functions/, cli/: pyproject.toml [tool.mypy]).
+# Strict on the product (layers/, functions/, cli/); tests, bench and the local stack checked too (pyproject.toml [tool.mypy]).
 typecheck: install
 	$(BIN)/mypy
 
@@ -100,8 +100,9 @@ lint-template: tools
 	$(TOOLS)/bin/cfn-lint template.yaml
 	$(TOOLS)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 
+# Coverage of the product (pyproject.toml [tool.coverage]; CLI subprocesses included) with a floor.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
 
 test-fast: install
 	$(BIN)/pytest -q -x

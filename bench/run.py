@@ -570,9 +570,14 @@ def figures(results: list[CaseResult]) -> list[Figure]:
             ratio = ours / theirs
             out.append(Figure(name, f"{ratio:.2f} ({ours:.1f} ÷ {theirs:.1f} MiB/s)", "≥ 4.0", ratio >= 4.0))
     rss = {r.case.size_label: r.peak_rss("ours") for r in uncapped}
-    for label, value in rss.items():
+    for size_label, peak in rss.items():
         out.append(
-            Figure(f"ours peak RSS, {label}", f"{fmt(value)} MiB", "≤ 200 MiB", None if value is None else value <= 200)
+            Figure(
+                f"ours peak RSS, {size_label}",
+                f"{fmt(peak)} MiB",
+                "≤ 200 MiB",
+                None if peak is None else peak <= 200,
+            )
         )
     small, large = by_name.get("uncapped-256MiB"), by_name.get("uncapped-2GiB")
     if small and large and small.peak_rss("ours") and large.peak_rss("ours"):

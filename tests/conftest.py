@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import boto3
@@ -89,6 +89,9 @@ def s3_backend() -> str:
 
 
 def on_strict_s3(node: pytest.Item) -> bool:
+    """Whether this test's S3 is LocalStack: the integration tier's, except tests marked ``s3_beyond_localstack``."""
+    if node.get_closest_marker("s3_beyond_localstack") is not None:
+        return False
     return INTEGRATION_TIER in node.path.parents and s3_backend() == "localstack"
 
 
@@ -107,7 +110,9 @@ def s3_endpoint(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failing test on LocalStack shows what LocalStack logged while it ran (its requests and errors)."""
     report = yield
     if report.failed and _LOG_START in item.stash:

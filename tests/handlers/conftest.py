@@ -98,7 +98,9 @@ def aws(monkeypatch: pytest.MonkeyPatch, simulator: Any) -> Iterator[Resources]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
-        clients = {s: boto3.client(s, region_name=REGION) for s in ("dynamodb", "sqs", "stepfunctions", "s3")}
+        clients: dict[str, Any] = {
+            s: boto3.client(s, region_name=REGION) for s in ("dynamodb", "sqs", "stepfunctions", "s3")
+        }
         secret = "omborigrid-token"
         boto3.client("secretsmanager", region_name=REGION).create_secret(Name=secret, SecretString=simulator.token)
         bucket = f"lake-{uuid.uuid4().hex[:8]}"
@@ -135,7 +137,7 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
             "EXPORT_KEY_TEMPLATE": DEFAULT_KEY_TEMPLATE,
             "EXPORT_ARCHIVE_KEY_TEMPLATE": DEFAULT_ARCHIVE_KEY_TEMPLATE,
         }
-        variables = {
+        declared = {
             "CreateJobFunction": {
                 **api,
                 "LEDGER_TABLE": aws.table,
@@ -168,7 +170,7 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
                 "LINEAGE_ENDPOINT": "",
             },
         }[function]
-        variables: dict[str, str | None] = {**variables, **overrides}
+        variables: dict[str, str | None] = {**declared, **overrides}
         for name in {
             *api,
             "LEDGER_TABLE",

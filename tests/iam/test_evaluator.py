@@ -148,3 +148,12 @@ def test_an_operation_without_a_mapping_fails_loudly() -> None:
         requests_of(call("s3", "PutBucketPolicy", {"Bucket": "lake"}), WHERE)
     with pytest.raises(UnmappedOperation):
         requests_of(call("glue", "GetTable", {}), WHERE)
+
+
+def test_a_conditional_delete_on_an_etag_also_needs_get_object() -> None:
+    key = {"Bucket": "lake", "Key": "k"}
+    plain = requests_of(call("s3", "DeleteObject", key, status=204), WHERE)
+    on_etag = requests_of(call("s3", "DeleteObject", {**key, "IfMatch": '"abc"'}, status=204), WHERE)
+
+    assert [r.action for r in plain] == ["s3:DeleteObject"]
+    assert [r.action for r in on_etag] == ["s3:DeleteObject", "s3:GetObject"]

@@ -268,6 +268,10 @@ def test_a_broken_third_member_lands_nothing_and_the_corrected_re_delivery_lands
     assert open_uploads(s3, bucket) == []
 
 
+@pytest.mark.s3_beyond_localstack(
+    "leftovers are removed with a conditional DeleteObject (If-Match: the ETag seen), which S3 supports on general "
+    "purpose buckets and LocalStack 4.14 answers 501 NotImplemented"
+)
 def test_leftovers_without_a_manifest_never_block_a_later_delivery(api, s3, bucket):
     """Given a member key holding a different object from a run that died before its manifest, when the day is
     delivered again, then the leftover is replaced instead of refused with LandingConflict."""

@@ -18,20 +18,6 @@ from tests.conftest import MIB, TENANT, object_keys, open_uploads
 DAY = "2026-11-01"
 
 
-@pytest.fixture
-def cli_env(simulator: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {
-        "OMBORIGRID_API_URL": simulator.base_url,
-        "OMBORIGRID_TOKEN": simulator.token,
-        "OMBORIGRID_ALLOW_LOCAL_URLS": "1",
-        "OMBORIGRID_PART_SIZE_MIB": "5",
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
     code = main(["run", *args])
     captured = capsys.readouterr()

@@ -24,20 +24,6 @@ OTHER_TENANT = "aaaaaaaaaaaaaaaaaaaaaaaa"
 POST = "POST /api/analytics-export-job"
 
 
-@pytest.fixture
-def cli_env(simulator: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {
-        "OMBORIGRID_API_URL": simulator.base_url,
-        "OMBORIGRID_TOKEN": simulator.token,
-        "OMBORIGRID_ALLOW_LOCAL_URLS": "1",
-        "OMBORIGRID_PART_SIZE_MIB": "5",
-        "AWS_ENDPOINT_URL_S3": moto_server,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str, float]:
     started = time.monotonic()
     code = main(["run", *args])

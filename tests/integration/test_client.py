@@ -49,7 +49,8 @@ def posts(sim: Any) -> int:
 def test_given_valid_input_when_creating_and_polling_then_the_job_is_typed(simulator):
     client = fast_client(simulator)
     job = client.create_job(REQUEST)
-    assert job.status is JobStatus.QUEUED
+    created_status = job.status
+    assert created_status is JobStatus.QUEUED
     assert job.request == REQUEST
     assert job.expires_at is not None
     assert job.created_at is not None

@@ -79,6 +79,7 @@ def test_given_a_killed_transfer_then_the_next_one_resumes_from_the_saved_checkp
         client.get_job(job.id), lambda: client.get_job(job.id), bucket=bucket, key="k/file", resume=checkpoint
     )
     assert isinstance(outcome, Landed)
+    assert job.file_size is not None
     total_parts = -(-job.file_size // (5 * MIB))
     assert outcome.object.parts == total_parts
     body = s3.get_object(Bucket=bucket, Key="k/file")["Body"].read()

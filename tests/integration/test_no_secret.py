@@ -70,11 +70,11 @@ LEVELS = {"default": [], "-v": ["-v"], "--debug": ["--debug"]}
 EXPECTED_EXIT = {"ok": 0, "malformed_header": 0}
 #: What the default-level stderr says at each failing stage: the stage really happened.
 EXPECTED_SENTENCE = {
-    "403": "Could not read the start of the download",
+    "403": "kept being refused (HTTP 403)",
     "500": "answered HTTP 500",
     "drop": "failed 2 times",
     "redirect": "link-local or metadata address; refused",
-    "refused": "Could not read the start of the download",
+    "refused": "Reading the start of the download from",
     "size_mismatch": "fileSize",
     "api_echo": "rejected the request",
 }
@@ -199,7 +199,7 @@ def front(simulator: Any) -> Iterator[Front]:
     server.server_close()
 
 
-def marker_environment(front: Front, moto_server: str) -> dict[str, str]:
+def marker_environment(front: Front, s3_endpoint: str) -> dict[str, str]:
     return {
         **os.environ,
         "OMBORIGRID_API_URL": front.url,
@@ -207,7 +207,7 @@ def marker_environment(front: Front, moto_server: str) -> dict[str, str]:
         "OMBORIGRID_ALLOW_LOCAL_URLS": "1",
         "OMBORIGRID_PART_SIZE_MIB": "5",
         "OMBORIGRID_TRANSFER_ATTEMPTS": "2",
-        "AWS_ENDPOINT_URL_S3": moto_server,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         "AWS_SESSION_TOKEN": SESSION_TOKEN,
@@ -233,7 +233,7 @@ def s3_channels(s3: Any, bucket: str) -> str:
 @pytest.mark.parametrize("level", list(LEVELS))
 @pytest.mark.parametrize("stage", STAGES)
 def test_given_marker_secrets_at_every_failure_stage_then_no_cli_channel_carries_one(
-    front: Front, simulator: Any, moto_server: str, s3: Any, bucket: str, stage: str, level: str
+    front: Front, simulator: Any, s3_endpoint: str, s3: Any, bucket: str, stage: str, level: str
 ) -> None:
     front.stage = stage
     if stage == "size_mismatch":
@@ -248,7 +248,7 @@ def test_given_marker_secrets_at_every_failure_stage_then_no_cli_channel_carries
         capture_output=True,
         text=True,
         timeout=180,
-        env=marker_environment(front, moto_server),
+        env=marker_environment(front, s3_endpoint),
         check=False,
     )
 
@@ -268,7 +268,7 @@ def test_given_marker_secrets_at_every_failure_stage_then_no_cli_channel_carries
 
 
 def test_given_server_text_with_terminal_escapes_then_stderr_has_no_control_characters(
-    front: Front, moto_server: str, bucket: str
+    front: Front, s3_endpoint: str, bucket: str
 ) -> None:
     front.stage = "api_echo"
     script = Path(sys.executable).with_name("omborigrid-export")
@@ -279,7 +279,7 @@ def test_given_server_text_with_terminal_escapes_then_stderr_has_no_control_char
         capture_output=True,
         text=True,
         timeout=60,
-        env=marker_environment(front, moto_server),
+        env=marker_environment(front, s3_endpoint),
         check=False,
     )
 
@@ -289,7 +289,7 @@ def test_given_server_text_with_terminal_escapes_then_stderr_has_no_control_char
 
 
 def test_given_the_cli_without_its_filter_then_debug_stderr_does_carry_the_markers(
-    front: Front, simulator: Any, moto_server: str, bucket: str
+    front: Front, simulator: Any, s3_endpoint: str, bucket: str
 ) -> None:
     """The capture is real: with the filter and the hook switched off, --debug prints the markers."""
     front.stage = "malformed_header"
@@ -306,7 +306,7 @@ def test_given_the_cli_without_its_filter_then_debug_stderr_does_carry_the_marke
         capture_output=True,
         text=True,
         timeout=180,
-        env=marker_environment(front, moto_server),
+        env=marker_environment(front, s3_endpoint),
         check=False,
     )
 
@@ -391,10 +391,10 @@ class Datagrams:
 
 
 def run_lambda(
-    front: Front, moto_server: str, bucket: str, mode: str, datagrams: Datagrams, sessions: str = "plain"
+    front: Front, s3_endpoint: str, bucket: str, mode: str, datagrams: Datagrams, sessions: str = "plain"
 ) -> tuple[str, str]:
     env = {
-        **marker_environment(front, moto_server),
+        **marker_environment(front, s3_endpoint),
         "LAMBDA_TASK_ROOT": "/var/task",
         "AWS_LAMBDA_FUNCTION_NAME": "netsec",
         "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
@@ -403,7 +403,7 @@ def run_lambda(
         "POWERTOOLS_LOG_LEVEL": "DEBUG",
         "AWS_DEFAULT_REGION": "eu-west-1",
     }
-    event = {"api": front.url, "token": API_TOKEN, "tenant": TENANT, "day": DAY, "s3": moto_server, "bucket": bucket}
+    event = {"api": front.url, "token": API_TOKEN, "tenant": TENANT, "day": DAY, "s3": s3_endpoint, "bucket": bucket}
     result = subprocess.run(
         [sys.executable, "-c", LAMBDA_SCRIPT, mode, json.dumps(event), sessions],
         capture_output=True,
@@ -425,12 +425,12 @@ def datagrams() -> Iterator[Datagrams]:
 @pytest.mark.parametrize("sessions", ["plain", "pinned"])
 @pytest.mark.parametrize("stage", ["ok", "403", "500", "drop", "redirect", "refused", "malformed_header"])
 def test_given_tracing_active_then_no_xray_datagram_or_lambda_log_carries_a_marker(
-    front: Front, simulator: Any, moto_server: str, bucket: str, datagrams: Datagrams, stage: str, sessions: str
+    front: Front, simulator: Any, s3_endpoint: str, bucket: str, datagrams: Datagrams, stage: str, sessions: str
 ) -> None:
     front.stage = stage
     simulator.configure(target_bytes=6 * 1024 * 1024)
 
-    stdout, stderr = run_lambda(front, moto_server, bucket, "install", datagrams, sessions)
+    stdout, stderr = run_lambda(front, s3_endpoint, bucket, "install", datagrams, sessions)
 
     received = datagrams.drain()
     traced = "\n".join(received)
@@ -463,13 +463,13 @@ def _exception_messages(datagrams: list[str]) -> list[str]:
 
 
 def test_given_tracing_active_without_the_installation_then_the_markers_do_leak(
-    front: Front, simulator: Any, moto_server: str, bucket: str, datagrams: Datagrams
+    front: Front, simulator: Any, s3_endpoint: str, bucket: str, datagrams: Datagrams
 ) -> None:
     """The capture is real: without observability.install the same run leaks into X-Ray and the logs."""
     front.stage = "refused"
     simulator.configure(target_bytes=6 * 1024 * 1024)
 
-    stdout, _stderr = run_lambda(front, moto_server, bucket, "plain", datagrams)
+    stdout, _stderr = run_lambda(front, s3_endpoint, bucket, "plain", datagrams)
 
     assert markers_in("\n".join(datagrams.drain()))
     assert markers_in(stdout)

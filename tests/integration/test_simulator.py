@@ -707,7 +707,9 @@ def test_main_serves_then_exits(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.slow
-def test_large_file_streams_fast(tmp_path: Path, http: requests.Session) -> None:
+def test_a_large_file_streams_whole_and_is_counted(tmp_path: Path, http: requests.Session) -> None:
+    # How fast it streams is measured by `make bench` ("source alone" rows), not asserted here: a timed test
+    # fails on a loaded machine and proves nothing about correctness.
     config = SimulatorConfig(rows_per_day=1000, queue_seconds=0, processing_seconds=0, target_bytes=256 << 20)
     with Simulator(config, cache_dir=tmp_path) as sim:
         job_id = post_job(http, sim).json()["id"]
@@ -715,13 +717,11 @@ def test_large_file_streams_fast(tmp_path: Path, http: requests.Session) -> None
         while (job := get_job(http, sim, job_id).json())["status"] != "done":
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        started, received = time.monotonic(), 0
+        received = 0
         with http.get(job["downloadUrl"], stream=True, timeout=30) as response:
             for chunk in response.iter_content(1 << 20):
                 received += len(chunk)
-        elapsed = time.monotonic() - started
         assert received == job["fileSize"] >= 256 << 20
-        assert received / elapsed > 100e6, f"{received / elapsed / 1e6:.0f} MB/s"
         assert json.loads(json.dumps(sim.stats().to_dict()))["download_bytes_sent"] == received
 
 

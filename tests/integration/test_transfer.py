@@ -268,6 +268,7 @@ def test_given_a_checkpoint_holding_the_last_part_then_the_tail_is_read_again_fo
 def test_given_a_checkpoint_whose_upload_is_gone_then_it_starts_over(simulator, client, s3, bucket):
     simulator.configure(target_bytes=6 * MIB)
     job = done_job(simulator, client)
+    assert job.file_size is not None
     gone = Checkpoint(job.id, bucket, "k/file", "no-such-upload", job.file_size, 5 * MIB, {1: 123})
     landed = landed_object(land(s3, client, job, bucket, resume=gone))
     assert landed.parts == 2
@@ -280,7 +281,7 @@ class FailingFirstGets(requests.Session):
 
     failures = 0
 
-    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
         if FailingFirstGets.failures > 0:
             FailingFirstGets.failures -= 1
             raise ConnectionResetError(104, "Connection reset by peer")

@@ -150,6 +150,7 @@ def test_given_a_ranged_source_then_the_proof_is_read_with_two_ranges_before_any
     events = recording(s3)
     outcome = land(s3, client, job, bucket, events)
     assert isinstance(outcome, Landed)
+    assert outcome.proof is not None
     assert events[:2] == ["tail_length", "prove"]
     assert events.count("upload") == 3
     expected = pq.read_metadata(io.BytesIO(data))
@@ -241,4 +242,5 @@ def test_given_no_prover_then_no_proof_and_no_extra_reads(simulator, client, s3,
     assert isinstance(outcome, Landed)
     assert outcome.proof is None
     size = job.file_size
+    assert size is not None
     assert f"bytes={size - 8}-{size - 1}" not in simulator.stats().download_ranges

@@ -59,7 +59,8 @@ def every_call_is_allowed(pytestconfig: pytest.Config) -> Iterator[None]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """The least-privilege figures, printed whatever the output capture (they are what `make test` must show)."""
-    lines = list(config.stash.get(LEAST_PRIVILEGE_LINES, []))
+    saved: list[str] = config.stash.get(LEAST_PRIVILEGE_LINES, [])
+    lines = list(saved)
     totals = config.stash.get(GUARDED, None)
     if totals:
         lines.append(

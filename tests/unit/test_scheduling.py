@@ -9,11 +9,14 @@ import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
 from moto import mock_aws
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 from omborigrid_export.errors import AmbiguousCreate, ApiUnavailable, ConfigurationError, InvalidInput, RequestRejected
 from omborigrid_export.executions import ExecutionStatus
@@ -367,7 +370,7 @@ class SerializedCalls:
 def test_given_concurrent_dispatchers_then_the_cap_holds(dynamodb: Any, clock: Clock) -> None:
     import threading
 
-    ledger = Ledger(SerializedCalls(dynamodb), TABLE, now=clock)
+    ledger = Ledger(cast("DynamoDBClient", SerializedCalls(dynamodb)), TABLE, now=clock)
     api, queue = FakeApi(), FakeQueue()
     plan_exports([day(n) for n in range(1, 11)], ledger)
     threads = [

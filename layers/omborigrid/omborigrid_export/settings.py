@@ -31,8 +31,8 @@ class TransferSettings:
 
     #: Minimum part size; the actual size grows with the file so that it fits in 10,000 parts.
     part_size: int = DEFAULT_PART_SIZE
-    #: Parts read at once when the source supports Range (one connection each); half as many more may be
-    #: uploading meanwhile, so memory ≈ 1.5 × concurrency × part size (96 MiB at the defaults).
+    #: Parts read at once when the source supports Range (one connection each); how many parts that holds in
+    #: memory at once is ``transfer.ranged.parts_held(concurrency)``, the one statement of the bound.
     concurrency: int = DEFAULT_CONCURRENCY
     #: Attempts per byte range (or for the whole stream when Range is not supported).
     max_attempts: int = DEFAULT_ATTEMPTS

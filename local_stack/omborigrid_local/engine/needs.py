@@ -99,6 +99,9 @@ def _s3(call: Call, where: Where) -> list[Need]:
         action, version_action = _S3_OBJECT_ACTIONS[op]
         object_arn = f"{bucket_arn}/{params.get('Key', '')}"
         needs.append((version_action if params.get("VersionId") and version_action else action, object_arn, keys))
+        if op == "DeleteObject" and params.get("IfMatch", "*") != "*":
+            # A conditional delete on an ETag reads the object to compare: S3 asks for s3:GetObject as well.
+            needs.append(("s3:GetObject", object_arn, keys))
         if op in _S3_READS_WITH_404 and call.status == 404:
             needs.append(("s3:ListBucket", bucket_arn, keys))
     elif op in _S3_BUCKET_ACTIONS:

@@ -431,7 +431,7 @@ class LocalStack:
 
         from aws_lambda_powertools.utilities import parameters as powertools_parameters
 
-        powertools_parameters.clear_caches()  # type: ignore[no-untyped-call]  # a secret cached by an earlier stack
+        powertools_parameters.clear_caches()  # a secret cached by an earlier stack
         self._time.install()
 
     def _create_existing_bucket(self) -> None:
