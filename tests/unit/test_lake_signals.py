@@ -27,7 +27,7 @@ from omborigrid_export.lake_signals import (
     observe,
     publish,
 )
-from omborigrid_export.ledger import Ledger
+from omborigrid_export.ledger import PENDING, Ledger
 from omborigrid_export.manifest import Manifest, ManifestFile
 from omborigrid_export.models import ExportRequest
 from omborigrid_export.volume import Baseline, VolumeRule
@@ -72,7 +72,7 @@ def test_facts_live_beside_the_ledger_without_meeting_its_queries(dynamodb: Any,
     ledger.plan(ExportRequest("t1", DAY1, DAY1))
     observe(manifest(DAY1, 10), store, RULE)
     assert [e.request.date_from for e in ledger.entries("t1", DAY1, day(31))] == [DAY1]
-    assert [e.request.date_from for e in ledger.in_state("PENDING")] == [DAY1]
+    assert [e.request.date_from for e in ledger.in_state(PENDING)] == [DAY1]
     assert len(store.between("t1", DAY1, day(31))) == 1
 
 
