@@ -61,7 +61,10 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     )
     ledger = runtime.ledger(settings.ledger_table)
     signals = LakeSignals(
-        settings.signals, store=LakeFacts(runtime.aws("dynamodb"), settings.ledger_table), events=runtime.aws("events")
+        settings.signals,
+        store=LakeFacts(runtime.aws("dynamodb"), settings.ledger_table),
+        events=runtime.aws("events"),
+        glue=runtime.aws("glue") if settings.signals.catalog_database else None,
     )
     resume = state.checkpoint
     if resume is None:

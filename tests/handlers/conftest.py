@@ -168,6 +168,7 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
                 "ANOMALY_BASELINE": "all-days",
                 "ALERT_ON_EMPTY_DAY": "false",
                 "LINEAGE_ENDPOINT": "",
+                "CATALOG_DATABASE": "",
             },
         }[function]
         variables: dict[str, str | None] = {**declared, **overrides}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import lineage
+from .catalog_check import Catalog, CatalogCheck
 from .errors import ConfigurationError, TransferFailed
 from .lake_facts import LakeFacts, LandingFact, facts_of
 from .lineage import LineageSender
@@ -51,6 +52,8 @@ class SchemaChange:
     fact: LandingFact
     previous: LandingFact
     diff: SchemaDiff
+    #: A breaking change checked against the Glue table (with the catalog on), else None.
+    catalog: CatalogCheck | None = None
 
     def to_detail(self) -> dict[str, Any]:
         fact = self.fact
@@ -66,15 +69,20 @@ class SchemaChange:
             "schemaFingerprint": fact.schema_fingerprint,
             "compatibility": self.diff.compatibility.value,
             "diff": self.diff.to_dict(),
+            "catalog": None if self.catalog is None else self.catalog.to_dict(),
             "message": self.describe(),
         }
 
     def describe(self) -> str:
         fact = self.fact
-        return (
+        text = (
             f"The {fact.table} table of tenant {fact.tenant_id} changed its schema on {fact.day} "
             f"({self.diff.compatibility.value}, against {self.previous.day}): {self.diff.describe()}."
         )
+        if self.catalog is not None and self.catalog.conflicts:
+            clash = ", ".join(f"{c.column} is {c.landed}, the table says {c.catalog}" for c in self.catalog.conflicts)
+            text += f" Athena reads it through {self.catalog.database}.{self.catalog.table}, where {clash}."
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +138,9 @@ class LandingSignals:
         return changes + ([(EXPORT_ANOMALOUS, anomalous)] if anomalous else [])
 
 
-def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule) -> LandingSignals:
-    """Judge and keep each (table, day) ``manifest`` landed. Facts without a proof are kept, not judged."""
+def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule, catalog: Catalog | None = None) -> LandingSignals:
+    """Judge and keep each (table, day) ``manifest`` landed. Facts without a proof are kept, not judged; a breaking
+    change is also checked against ``catalog``'s table of the same name."""
     kept: list[LandingFact] = []
     changes: list[SchemaChange] = []
     anomalies: list[Anomaly] = []
@@ -150,7 +159,8 @@ def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule) -> LandingSi
         store.record(judged)
         kept.append(judged)
         if change is not None and announce:
-            changes.append(SchemaChange(judged, change.previous, change.diff))
+            checked = catalog.check(fact.table, fact.columns) if catalog and change.diff.is_breaking else None
+            changes.append(SchemaChange(judged, change.previous, change.diff, checked))
         if check is not None and check.anomalous:
             anomalies.append(Anomaly(judged, check))
     return LandingSignals(manifest, tuple(kept), tuple(changes), tuple(anomalies))
@@ -213,6 +223,7 @@ class SignalSettings:
         "ANOMALY_BASELINE",
         "ALERT_ON_EMPTY_DAY",
         "LINEAGE_ENDPOINT",
+        "CATALOG_DATABASE",
     )
 
     #: None: signals are kept in the ledger but not announced (no bus configured).
@@ -220,6 +231,8 @@ class SignalSettings:
     rule: VolumeRule
     #: None: no OpenLineage events are sent (the default).
     lineage_endpoint: str | None = None
+    #: The Glue database of the catalog (``EnableCatalog``), or None when the catalog is off.
+    catalog_database: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SignalSettings:
@@ -253,7 +266,12 @@ class SignalSettings:
         endpoint = environ.get("LINEAGE_ENDPOINT", "").strip() or None
         if endpoint is not None:
             LineageSender(endpoint)  # refuses a URL that is not http(s) now, not at the first landing
-        return cls(event_bus=environ.get("EVENT_BUS_NAME", "").strip() or None, rule=rule, lineage_endpoint=endpoint)
+        return cls(
+            event_bus=environ.get("EVENT_BUS_NAME", "").strip() or None,
+            rule=rule,
+            lineage_endpoint=endpoint,
+            catalog_database=environ.get("CATALOG_DATABASE", "").strip() or None,
+        )
 
 
 class LakeSignals:
@@ -265,11 +283,14 @@ class LakeSignals:
         *,
         store: LakeFacts,
         events: EventBridgeClient,
+        glue: Any = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._events = events
+        database = settings.catalog_database
+        self._catalog = Catalog(glue, database) if database is not None and glue is not None else None
         self._lineage = None if settings.lineage_endpoint is None else LineageSender(settings.lineage_endpoint)
         self._now = now or (lambda: datetime.now(UTC))
 
@@ -281,7 +302,7 @@ class LakeSignals:
 
     def landed(self, manifest: Manifest) -> LandingReport:
         """Keeps and judges the landing's facts, announces its signals, sends the run's COMPLETE."""
-        signals = observe(manifest, self._store, self._settings.rule)
+        signals = observe(manifest, self._store, self._settings.rule, self._catalog)
         announced = 0 if self._settings.event_bus is None else publish(self._events, self._settings.event_bus, signals)
         lineage_sent = None
         if self._lineage is not None:
