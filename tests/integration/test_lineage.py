@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
-from omborigrid_export.errors import ConfigurationError
+from omborigrid_export.errors import ConfigurationError, InvalidInput
 from omborigrid_export.lake_facts import facts_of
 from omborigrid_export.lineage import (
     LineageSender,
     complete_event,
     fail_event,
+    fail_event_of,
     run_id,
     start_event,
     table_location,
 )
+from omborigrid_export.models import ExportRequest, JobIdentity
 from tests.lake_samples import DAY1, NORMAL, manifest
 from tests.lineage_receiver import Receiver, lineage_errors, lineage_receiver
 
@@ -120,3 +125,45 @@ def test_the_endpoint_must_be_http() -> None:
 )
 def test_table_location(key: str, location: str) -> None:
     assert table_location(key) == location
+
+
+def test_an_export_failed_event_becomes_the_runs_fail() -> None:
+    # The detail the state machine's "Announce Failure" puts (schemas/export-failed.schema.json).
+    detail = {
+        "tenantId": "621e1fc633350f0007637a0c",
+        "dataDateFrom": "2026-11-01",
+        "dataDateTo": "2026-11-01",
+        "jobId": "65f0c0ffee0000000000abcd",
+        "error": "ExportTimedOut",
+        "message": "The job did not finish within the polling bounds.",
+        "executionId": "arn:aws:states:eu-west-1:123456789012:execution:export:x",
+    }
+    schema = json.loads((Path(__file__).parents[2] / "schemas" / "export-failed.schema.json").read_text("utf-8"))
+    Draft202012Validator(schema).validate(detail)
+    sample = {"source": "omborigrid.export", "detail-type": "Export Failed", "detail": detail}
+    event = fail_event_of(sample, now=NOW)
+    assert errors(event) == []
+    identity = JobIdentity(
+        detail["jobId"],
+        ExportRequest(
+            detail["tenantId"], date.fromisoformat(detail["dataDateFrom"]), date.fromisoformat(detail["dataDateTo"])
+        ),
+    )
+    assert event["run"]["runId"] == run_id(identity)
+    assert event["run"]["facets"]["errorMessage"]["message"] == f"{detail['error']}: {detail['message']}"
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"detail-type": "Export Completed", "detail": {}}, 'not an "Export Failed" event'),
+        ({"detail-type": "Export Failed", "detail": "x"}, 'not an "Export Failed" event'),
+        (
+            {"detail-type": "Export Failed", "detail": {"tenantId": "t1", "jobId": "j"}},
+            "lacks dataDateFrom, dataDateTo",
+        ),
+    ],
+)
+def test_anything_else_is_invalid_input(event: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        fail_event_of(event, now=NOW)

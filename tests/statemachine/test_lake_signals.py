@@ -27,7 +27,7 @@ from omborigrid_local.simulator import Simulator
 from tests.lineage_receiver import Receiver, lineage_errors, lineage_receiver
 from tests.pyarrow_prover import proving_exporter
 
-from .helpers import events_for, start_stack
+from .helpers import DAY, events_for, request_day, start_stack
 from .ops_helpers import assert_outcomes_valid, days_between, ledger_entries, wait_until
 
 DAYS = 30
@@ -178,3 +178,45 @@ class TestThirtyDaysOfSignals:
         outputs = {o["name"]: o for o in day25["outputs"]}
         assert sorted(outputs) == ["omborigrid/clients", "omborigrid/events", "omborigrid/sessions"]
         assert outputs["omborigrid/events"]["outputFacets"]["outputStatistics"]["rowCount"] == 20
+
+
+class TestLineageOfAFailedExport:
+    """With LineageEndpoint set, the AnnounceLineage function (deployed only then) turns "Export Failed" into the
+    run's OpenLineage FAIL."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def receiver(cls) -> Iterator[Receiver]:
+        with lineage_receiver() as server:
+            yield server
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def stack(cls, module_simulator: Simulator, receiver: Receiver) -> Iterator[LocalStack]:
+        local = start_stack(module_simulator, parameters={"LineageEndpoint": receiver.endpoint})
+        try:
+            yield local
+        finally:
+            local.close()
+
+    def test_a_failed_job_sends_a_valid_fail_of_its_run(
+        self, stack: LocalStack, sim: Simulator, tenant: str, receiver: Receiver
+    ) -> None:
+        """Given a job the API ends as failed, when its execution fails, then the receiver gets one FAIL of the
+        export's run (no START: the transfer never began), valid, with the error and its sentence."""
+        sim.configure(queue_seconds=0, processing_seconds=1, final_status="failed")
+        request_day(stack, tenant)
+        [execution] = stack.wait_for_executions(1, timeout=60, match=tenant)
+        assert execution["status"] == "FAILED"
+        [failed] = [e["detail"] for e in events_for(stack, tenant) if e["detail-type"] == "Export Failed"]
+        wait_until(
+            lambda: any(e["job"]["name"] == f"export.{tenant}" for e in receiver.received),
+            timeout=30,
+            what="the FAIL at the receiver",
+        )
+        [fail] = [e for e in receiver.received if e["job"]["name"] == f"export.{tenant}"]
+        assert lineage_errors(fail) == []
+        assert fail["eventType"] == "FAIL"
+        assert fail["run"]["facets"]["errorMessage"]["message"] == f"{failed['error']}: {failed['message']}"
+        assert fail["run"]["facets"]["nominalTime"]["nominalStartTime"] == f"{DAY}T00:00:00Z"
+        assert stack.invocations("AnnounceLineageFunction") == 1

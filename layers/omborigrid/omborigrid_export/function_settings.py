@@ -113,6 +113,23 @@ class StartExportSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AnnounceLineageSettings:
+    """The function is deployed only when ``LineageEndpoint`` is set; an empty endpoint (the parameter's default)
+    means lineage is off and the function sends nothing."""
+
+    VARIABLES: ClassVar[tuple[Variable, ...]] = (Variable("LINEAGE_ENDPOINT"),)
+
+    lineage_endpoint: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AnnounceLineageSettings:
+        endpoint = FunctionEnvironment(environ, cls.VARIABLES).text("LINEAGE_ENDPOINT").strip() or None
+        if endpoint is not None and not endpoint.startswith(("https://", "http://")):
+            raise ConfigurationError(f"LINEAGE_ENDPOINT must be an http(s) URL, not {endpoint!r}.")
+        return cls(lineage_endpoint=endpoint)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckStatusSettings:
     VARIABLES: ClassVar[tuple[Variable, ...]] = (*API_VARIABLES, *LAYOUT_VARIABLES)
 

@@ -2,7 +2,8 @@
 OpenLineage receiver) see where a table's days come from without a plugin of ours.
 
 One export is one OpenLineage *run* of the job ``export.{tenantId}`` in the namespace ``omborigrid-export``: START
-when its transfer begins, COMPLETE when it landed, FAIL when it ended without a file. The run id is a UUID derived
+when its transfer begins and COMPLETE when it landed (both sent by Download), FAIL when it ended without a file (sent
+from its "Export Failed" event by the AnnounceLineage function). The run id is a UUID derived
 from the API's job id (``uuid5``), so the events of one export, sent by different invocations, name the same run.
 The output datasets are the landed tables (namespace ``s3://{bucket}``, name = the table's location under the
 prefix), each with the ``schema`` dataset facet (from the proof's columns) and the ``outputStatistics`` facet (rows,
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidInput
 from .lake_facts import LandingFact
 from .manifest import Manifest
-from .models import JobIdentity, iso_utc
+from .models import ExportRequest, JobIdentity, iso_utc, parse_date, validate_tenant_id
 from .schema_diff import type_name
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,25 @@ def complete_event(manifest: Manifest, facts: Sequence[LandingFact], *, now: dat
 def fail_event(identity: JobIdentity, *, error: str, message: str, now: datetime) -> dict[str, Any]:
     failure = _facet("errorMessage", message=f"{error}: {message}", programmingLanguage="python")
     return _event("FAIL", identity, now, outputs=[], run_facets={"errorMessage": failure})
+
+
+def fail_event_of(export_failed: Any, *, now: datetime) -> dict[str, Any]:
+    """The FAIL run event of an "Export Failed" event (as EventBridge delivers it). InvalidInput when it is not one."""
+    detail = export_failed.get("detail") if isinstance(export_failed, dict) else None
+    if not isinstance(detail, dict) or export_failed.get("detail-type") != "Export Failed":
+        raise InvalidInput('The event is not an "Export Failed" event with a detail object.')
+    names = ("tenantId", "dataDateFrom", "dataDateTo", "jobId", "error", "message")
+    missing = sorted(name for name in names if not isinstance(detail.get(name), str) or not detail.get(name))
+    if missing:
+        raise InvalidInput(f'The "Export Failed" event lacks {", ".join(missing)}.')
+    fields: dict[str, str] = {name: str(detail[name]) for name in names}
+    request = ExportRequest(
+        validate_tenant_id(fields["tenantId"]),
+        parse_date(fields["dataDateFrom"], what="dataDateFrom"),
+        parse_date(fields["dataDateTo"], what="dataDateTo"),
+    )
+    identity = JobIdentity(fields["jobId"], request)
+    return fail_event(identity, error=fields["error"], message=fields["message"], now=now)
 
 
 class LineageSender:
