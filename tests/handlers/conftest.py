@@ -166,6 +166,7 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
                 "ANOMALY_LOW_RATIO": "0.5",
                 "ANOMALY_HIGH_RATIO": "3",
                 "ANOMALY_BASELINE": "all-days",
+                "ANOMALY_MIN_ROWS": "100",
                 "ALERT_ON_EMPTY_DAY": "false",
                 "LINEAGE_ENDPOINT": "",
                 "CATALOG_DATABASE": "",

@@ -2,7 +2,7 @@
 clients per day) where the simulator changes ``int1``'s type from day 20, empties day 12 and drops day 25 to 5 %.
 
 Then: one "Schema Changed" (events, breaking, int1 INT64 → string), one empty landing (day 12, "Export Completed"
-with 0 rows, no alarm: AlertOnEmptyDay is off), one "Export Anomalous" (day 25: its events and sessions, perhaps its few clients), no other signal;
+with 0 rows, no alarm: AlertOnEmptyDay is off), one "Export Anomalous" (day 25, its events), no other signal;
 ``status`` shows it (human and ``--json``); the OpenLineage START and COMPLETE of every export reach a local
 receiver and are valid.
 
@@ -124,13 +124,10 @@ class TestThirtyDaysOfSignals:
 
         [anomalous] = [e["detail"] for e in events if e["detail-type"] == "Export Anomalous"]
         assert anomalous["dataDateFrom"] == str(nth(25))
-        # The events and their sessions fall to 5 %; the clients seen that day (a handful, every installation's
-        # monitoring client among them) may or may not fall below half of theirs, depending on the tenant.
-        tables = {t["table"]: t["volume"] for t in anomalous["tables"]}
-        assert {"events", "sessions"} <= set(tables) <= {"events", "sessions", "clients"}
-        assert {v["verdict"] for v in tables.values()} == {"low"}
-        assert (tables["events"]["verdict"], tables["events"]["rows"], tables["events"]["ratio"]) == ("low", 20, 0.05)
-        assert tables["sessions"]["verdict"] == "low"
+        # The events fall to 5 %; their sessions and clients (tens of rows a day, below AnomalyMinRows) are not judged.
+        [events_volume] = [t["volume"] for t in anomalous["tables"] if t["table"] == "events"]
+        assert [t["table"] for t in anomalous["tables"]] == ["events"]
+        assert (events_volume["verdict"], events_volume["rows"], events_volume["ratio"]) == ("low", 20, 0.05)
 
         completed = {e["detail"]["dataDateFrom"]: e["detail"] for e in events if e["detail-type"] == "Export Completed"}
         assert completed[str(nth(12))]["proof"]["rows"] == 0

@@ -197,6 +197,7 @@ def test_signal_settings_from_the_environment() -> None:
             "ANOMALY_HIGH_RATIO": "5",
             "ANOMALY_BASELINE": "same-weekday",
             "ALERT_ON_EMPTY_DAY": "true",
+            "ANOMALY_MIN_ROWS": "0",
         }
     )
     assert settings.event_bus == "bus"
@@ -207,6 +208,7 @@ def test_signal_settings_from_the_environment() -> None:
         high_ratio=5.0,
         baseline=Baseline.SAME_WEEKDAY,
         alert_on_empty=True,
+        min_rows=0,
     )
     assert SignalSettings.from_env({}).rule == VolumeRule()
     assert SignalSettings.from_env({}).event_bus is None

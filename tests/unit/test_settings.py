@@ -265,6 +265,7 @@ DOWNLOAD = {
     "ANOMALY_LOW_RATIO": "0.25",
     "ANOMALY_HIGH_RATIO": "4",
     "ANOMALY_BASELINE": "same-weekday",
+    "ANOMALY_MIN_ROWS": "100",
     "ALERT_ON_EMPTY_DAY": "true",
     "LINEAGE_ENDPOINT": "",
     "CATALOG_DATABASE": "",

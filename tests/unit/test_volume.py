@@ -92,3 +92,11 @@ def test_given_same_weekday_baseline_then_weekends_are_judged_against_weekends()
 def test_given_an_impossible_rule_then_configuration_error(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError, match="anomaly"):
         VolumeRule(**kwargs)  # type: ignore[arg-type]
+
+
+def test_given_a_table_of_a_handful_of_rows_a_day_then_no_verdict_however_it_moves() -> None:
+    history = landed(9, 8, 10, 9, 9, 7, 9)
+    check = RULE.judge(DAY0 + timedelta(days=7), 1, history)
+    assert (check.verdict, check.anomalous, check.median) == (Verdict.TOO_FEW_ROWS, False, 9)
+    assert check.describe().endswith("is 9 rows, below the 100 rows a day a verdict needs")
+    assert VolumeRule(min_rows=5).judge(DAY0 + timedelta(days=7), 1, history).verdict is Verdict.LOW

@@ -222,6 +222,7 @@ class SignalSettings:
         "ANOMALY_HIGH_RATIO",
         "ANOMALY_BASELINE",
         "ALERT_ON_EMPTY_DAY",
+        "ANOMALY_MIN_ROWS",
         "LINEAGE_ENDPOINT",
         "CATALOG_DATABASE",
     )
@@ -253,8 +254,11 @@ class SignalSettings:
             raise ConfigurationError(f"ALERT_ON_EMPTY_DAY must be true or false, not {alert!r}.")
         history = number("ANOMALY_HISTORY_DAYS", defaults.history_days)
         minimum = number("ANOMALY_MIN_HISTORY_DAYS", defaults.min_history)
-        if history != int(history) or minimum != int(minimum):
-            raise ConfigurationError("ANOMALY_HISTORY_DAYS and ANOMALY_MIN_HISTORY_DAYS must be whole numbers.")
+        min_rows = number("ANOMALY_MIN_ROWS", defaults.min_rows)
+        if any(value != int(value) for value in (history, minimum, min_rows)):
+            raise ConfigurationError(
+                "ANOMALY_HISTORY_DAYS, ANOMALY_MIN_HISTORY_DAYS and ANOMALY_MIN_ROWS must be whole numbers."
+            )
         rule = VolumeRule(
             history_days=int(history),
             min_history=int(minimum),
@@ -262,6 +266,7 @@ class SignalSettings:
             high_ratio=number("ANOMALY_HIGH_RATIO", defaults.high_ratio),
             baseline=Baseline(baseline),
             alert_on_empty=alert == "true",
+            min_rows=int(min_rows),
         )
         endpoint = environ.get("LINEAGE_ENDPOINT", "").strip() or None
         if endpoint is not None:

@@ -8,7 +8,9 @@ backfill need; a tenant whose weekends are a fraction of its weekdays sets ``sam
 of the same weekday) instead, or widens the thresholds.
 
 A day is anomalous when its rows are below ``low_ratio`` × median or above ``high_ratio`` × median. No verdict
-before ``min_history`` earlier days have landed: a backfill's first days, and a new tenant's, never alert. A day
+before ``min_history`` earlier days have landed: a backfill's first days, and a new tenant's, never alert. Nor for a
+table whose median is below ``min_rows``: a table of a handful of rows a day (the clients seen) halves and doubles by
+chance, and an alarm on it would be noise. A day
 with 0 rows is *empty*, a valid landing; it raises the volume alarm only when ``alert_on_empty`` says so.
 """
 
@@ -36,6 +38,8 @@ class Verdict(enum.StrEnum):
     EMPTY = "empty"
     #: Fewer than ``min_history`` earlier landed days: nothing to compare with yet.
     NO_BASELINE = "noBaseline"
+    #: The baseline's median is below ``min_rows``: too few rows a day for a ratio to mean anything.
+    TOO_FEW_ROWS = "tooFewRows"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +50,7 @@ class VolumeRule:
     high_ratio: float = 3.0
     baseline: Baseline = Baseline.ALL_DAYS
     alert_on_empty: bool = False
+    min_rows: int = 100
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_history <= self.history_days:
@@ -53,6 +58,8 @@ class VolumeRule:
                 f"The anomaly rule needs 1 <= minimum history ({self.min_history}) <= history days "
                 f"({self.history_days})."
             )
+        if self.min_rows < 0:
+            raise ConfigurationError(f"The anomaly rule's minimum rows ({self.min_rows}) must not be negative.")
         if not 0 <= self.low_ratio < 1 < self.high_ratio:
             raise ConfigurationError(
                 f"The anomaly thresholds must satisfy 0 <= low ({self.low_ratio}) < 1 < high ({self.high_ratio})."
@@ -74,6 +81,8 @@ class VolumeRule:
             verdict = Verdict.EMPTY
         elif median is None:
             verdict = Verdict.NO_BASELINE
+        elif median < self.min_rows:
+            verdict = Verdict.TOO_FEW_ROWS
         elif rows < self.low_ratio * median:
             verdict = Verdict.LOW
         elif rows > self.high_ratio * median:
@@ -111,6 +120,8 @@ class VolumeCheck:
             if self.median is not None
             else f"only {self.history} earlier days have landed, fewer than the {self.rule.min_history} needed"
         )
+        if self.verdict is Verdict.TOO_FEW_ROWS:
+            base += f", below the {self.rule.min_rows} rows a day a verdict needs"
         if self.verdict is Verdict.EMPTY:
             return f"{self.day} landed with 0 rows (an empty day); {base}"
         if self.verdict in (Verdict.LOW, Verdict.HIGH):
@@ -126,5 +137,5 @@ class VolumeCheck:
             "baselineDays": self.history,
             "baseline": self.rule.baseline.value,
             "ratio": None if self.ratio is None else round(self.ratio, 4),
-            "thresholds": {"low": self.rule.low_ratio, "high": self.rule.high_ratio},
+            "thresholds": {"low": self.rule.low_ratio, "high": self.rule.high_ratio, "minRows": self.rule.min_rows},
         }

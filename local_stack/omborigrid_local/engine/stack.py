@@ -499,6 +499,8 @@ class LocalStack:
         invoker = Invoker(console_thread=threading.current_thread(), log_sink=log_sink, recorder=self.recorder)
         lambda_client = self.client("lambda")
         for logical_id, source in translated.functions.items():
+            if logical_id not in self.resources:
+                continue  # its Condition is false in this stack (e.g. AnnounceLineage without a LineageEndpoint)
             name = self.resources[logical_id]
             config = lambda_client.get_function_configuration(FunctionName=name)
             variables = {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()}
