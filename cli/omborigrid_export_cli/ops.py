@@ -22,7 +22,7 @@ from omborigrid_export.ledger import FAILED, LANDED, PENDING, QUEUED, REQUESTING
 from omborigrid_export.models import parse_date, validate_tenant_id
 from omborigrid_export.scheduling import AdhocRequest
 
-from . import lake_view
+from . import doctor, lake_view, retry
 
 SOURCE = "omborigrid.export"
 MISSING = "MISSING"
@@ -55,6 +55,8 @@ def add_parsers(sub: Any) -> None:
     status.add_argument(
         "--history", metavar="TABLE", help="also chart one table's rows per landed day (events, sessions, export...)"
     )
+    retry.add_parser(sub)
+    doctor.add_parser(sub)
 
 
 def command_request(args: argparse.Namespace) -> int:
@@ -160,6 +162,8 @@ def command_status(args: argparse.Namespace) -> int:
                     **lake_view.day_facts_json(facts_by_day.get(day, [])),
                 }
             )
+            if args.stack and entry is not None and entry.state == FAILED:
+                rows[-1]["retry"] = retry.retry_command(args.stack, tenant, day.isoformat(), day.isoformat())
         counts: dict[str, int] = {}
         for row in rows:
             state = str(row["state"])
@@ -201,6 +205,8 @@ def render_grid(report: dict[str, Any]) -> str:
         failed = [row for row in tenant["days"] if row["state"] == FAILED]
         for row in failed[:10]:
             lines.append(f"  failed {row['date']}: {row['error'] or 'no reason recorded'}")
+            if row.get("retry"):
+                lines.append(f"    retry: {row['retry']}")
         lines.extend(lake_view.signal_lines(tenant["days"]))
         if tenant.get("history"):
             lines.extend(["", tenant["history"].rstrip("\n")])
@@ -213,4 +219,8 @@ def dispatch(args: argparse.Namespace) -> int | None:
         return command_request(args)
     if args.command == "status":
         return command_status(args)
+    if args.command == "retry":
+        return retry.command_retry(args)
+    if args.command == "doctor":
+        return doctor.command_doctor(args)
     return None

@@ -18,6 +18,7 @@ from omborigrid_export.errors import ConfigurationError, InvalidInput
 from omborigrid_export.models import ExportRequest, parse_date, validate_tenant_id
 from omborigrid_export.polling import PollState
 from omborigrid_export.redact import describe_exception
+from omborigrid_export.tenants import TokenMap
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,7 +45,8 @@ class RunPlan:
     """A run whose every input was checked: what to export, where, and within which bounds."""
 
     settings: Settings
-    token: str
+    #: A token (and API host) per tenant; every tenant of the run has one (checked before any job exists).
+    tokens: TokenMap
     bucket: str
     requests: list[ExportRequest]
     poll: PollState
@@ -74,8 +76,11 @@ def plan_run(args: argparse.Namespace, env: Mapping[str, str]) -> RunPlan:
             "add --yes to confirm, or ask for fewer days or tenants."
         )
     base = Settings.from_env(env)
-    if not base.token:
-        raise ConfigurationError("Set OMBORIGRID_TOKEN to an OmboriGrid access token (Grid console, Developer tab).")
+    tokens = TokenMap.for_cli(
+        getattr(args, "tokens", None), env, api_url=base.api_url, allow_local_urls=base.allow_local_urls
+    )
+    for tenant in tenants:
+        tokens.for_tenant(tenant)  # a tenant without a token is a ConfigurationError naming it, before any job
     # --dest gives the prefix; the templates come from the environment (or their defaults).
     settings = dataclasses.replace(
         base,
@@ -87,7 +92,7 @@ def plan_run(args: argparse.Namespace, env: Mapping[str, str]) -> RunPlan:
     poll = PollState(wait_seconds=args.poll_initial, max_wait_seconds=args.poll_max, max_total_seconds=args.timeout)
     return RunPlan(
         settings=settings,
-        token=base.token,
+        tokens=tokens,
         bucket=bucket,
         requests=requests_,
         poll=poll,

@@ -13,6 +13,7 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -74,6 +75,12 @@ def add_run_parser(sub: Any) -> None:
     run.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
     run.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD")
     run.add_argument("--dest", required=True, metavar="s3://BUCKET[/PREFIX]")
+    run.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help="a token map: a token (and API host) per tenant, as in the token secret (README, Tenants); "
+        "default: OMBORIGRID_TOKENS, else OMBORIGRID_TOKEN",
+    )
     run.add_argument("--split", choices=("daily", "none"), default="daily", help="one job per day (default) or one")
     run.add_argument("--poll-initial", type=seconds_argument, default=10, metavar="S", help="first wait (default 10)")
     run.add_argument("--poll-max", type=seconds_argument, default=120, metavar="S", help="longest wait (default 120)")
@@ -124,7 +131,8 @@ class Tracked:
 class Runner:
     """Drives every export of a plan to a landing or a failure, at most ``max_in_flight`` at a time."""
 
-    exporter: Exporter
+    #: Each tenant's use cases, through that tenant's own client (token and API host).
+    exporters: Mapping[str, Exporter]
     plan: RunPlan
     bar: ProgressBar
     time_left: Callable[[], float]
@@ -179,7 +187,7 @@ class Runner:
                 self.bar.finish()
 
     def _create(self, item: Tracked) -> None:
-        item.job = self.exporter.create(item.request)
+        item.job = self.exporters[item.request.tenant_id].create(item.request)
         item.poll = self.plan.poll
         item.next_check = self.clock() + item.poll.wait_seconds
         self.bar.note(f"created job {item.job.id} for {item.request.label}")
@@ -202,7 +210,8 @@ class Runner:
 
     def _check_and_land(self, item: Tracked, identity: JobIdentity) -> None:
         assert item.poll is not None
-        job, item.poll = self.exporter.check(identity, item.poll)
+        exporter = self.exporters[item.request.tenant_id]
+        job, item.poll = exporter.check(identity, item.poll)
         if job is None:
             self.bar.note(f"{item.request.label}: unreadable API answer; asking again in {item.poll.wait_seconds:g}s")
             item.next_check = self.clock() + item.poll.wait_seconds
@@ -215,22 +224,21 @@ class Runner:
             item.next_check = self.clock() + item.poll.wait_seconds
             return
         self.bar.start(f"{item.request.label} {job.filename}", job.file_size or 0)
-        landing = self.exporter.land(
-            identity, bucket=self.plan.bucket, replace=self.plan.force, time_left=self.time_left
-        )
+        landing = exporter.land(identity, bucket=self.plan.bucket, replace=self.plan.force, time_left=self.time_left)
         if isinstance(landing, Continued):
             # Out of time mid-transfer: nothing is left half-done for a CLI run.
             checkpoint = landing.checkpoint
-            self._abort_upload(checkpoint.bucket, checkpoint.key, checkpoint.upload_id)
+            self._abort_upload(exporter, checkpoint.bucket, checkpoint.key, checkpoint.upload_id)
             raise self._timed_out(item)
         item.result = export_result(landing.manifest.to_dict())
         self.bar.finish()
 
-    def _abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+    @staticmethod
+    def _abort_upload(exporter: Exporter, bucket: str, key: str, upload_id: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.exporter.s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            exporter.s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except (BotoCoreError, ClientError) as exc:
             logger.warning("could not abort the unfinished upload to %s: %s", key, describe_exception(exc))
 
@@ -275,8 +283,8 @@ def command_run(args: argparse.Namespace, *, environ: Mapping[str, str] | None =
     """Run the exports of ``args``; 0 when all landed, 1 when any failed (configuration errors raise)."""
     import os
 
-    from omborigrid_export.client import OmboriGridClient
     from omborigrid_export.exporter import Exporter
+    from omborigrid_export.tenants import TenantClient
 
     end: float = time.monotonic() + args.timeout
 
@@ -284,19 +292,26 @@ def command_run(args: argparse.Namespace, *, environ: Mapping[str, str] | None =
         return end - time.monotonic()
 
     plan = plan_run(args, os.environ if environ is None else environ)
-    client = OmboriGridClient(
-        plan.settings.api_url,
-        plan.token,
-        connect_timeout=plan.settings.api_connect_timeout,
-        read_timeout=plan.settings.api_read_timeout,
-        time_left=time_left,
-    )
+    tenants = dict.fromkeys(r.tenant_id for r in plan.requests)
+    clients = {
+        tenant: TenantClient(
+            tenant,
+            *plan.tokens.for_tenant(tenant),
+            connect_timeout=plan.settings.api_connect_timeout,
+            read_timeout=plan.settings.api_read_timeout,
+            time_left=time_left,
+        )
+        for tenant in tenants
+    }
     s3, probe = s3_clients(plan.settings)
     check_destination(probe, plan.bucket)
     bar = ProgressBar(enabled=sys.stderr.isatty() and not args.json)
-    runner = Runner(Exporter(plan.settings, client, s3, progress=bar.advance), plan, bar, time_left)
+    exporters = {t: Exporter(plan.settings, client, s3, progress=bar.advance) for t, client in clients.items()}
+    runner = Runner(exporters, plan, bar, time_left)
     try:
-        with client:
+        with contextlib.ExitStack() as open_clients:
+            for client in clients.values():
+                open_clients.enter_context(client)
             runner.run()
     except KeyboardInterrupt:
         runner.interrupted()

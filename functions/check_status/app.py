@@ -41,7 +41,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     )
     if state.poll is None:
         raise InvalidInput("The state has no 'poll' object; it is added by the 'Prepare Polling' state.")
-    job, poll = runtime.exporter(settings.export).check(state.ref.identity, state.poll)
+    job, poll = runtime.exporter(settings.export, state.ref.request.tenant_id).check(state.ref.identity, state.poll)
     metrics.add_metric(name="StatusChecks", unit=MetricUnit.Count, value=1)
     if job is None:
         # An unreadable answer: the job stays as last seen, so "Is Export Ready" waits and asks again.

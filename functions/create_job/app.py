@@ -2,8 +2,9 @@
 
 The rules are the library's (:mod:`omborigrid_export.createjob`); this adapter reads the settings, builds the
 collaborators (ledger, API, queue, executions, clock, the invocation's deadline), runs one trigger and publishes
-the report's figures. A run in which any request failed raises ExportFailed after reporting, so the trigger is
-retried and, in the end, dead-lettered.
+the report's figures. A run in which a request failed in a way a retry may heal raises ExportFailed after reporting,
+so the trigger is retried and, in the end, dead-lettered; a refused token is announced instead (one "Export Failed"
+per day) and not retried.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
 
     services = Services(
         ledger=runtime.ledger(settings.ledger_table),
-        create=runtime.exporter(settings.export).create,
+        health=runtime.tenant_health(settings.ledger_table),
+        publish=runtime.publisher(settings.event_bus),
+        create=runtime.create_job(settings.export),
         enqueue=enqueue,
         execution_status=runtime.executions(settings.state_machine_arn).status,
         now=lambda: datetime.now(UTC),
@@ -59,6 +62,12 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="StaleTenants", unit=MetricUnit.Count, value=len(report.stale_tenants))
         if report.stale_tenants:
             logger.warning("tenants without a landed export recently", extra={"tenants": report.stale_tenants})
+    if report.paused_tenants is not None:
+        metrics.add_metric(name="TenantsPaused", unit=MetricUnit.Count, value=len(report.paused_tenants))
+        if report.paused_tenants:
+            logger.warning("paused tenants skipped by the nightly run", extra={"tenants": report.paused_tenants})
+    if report.refused:
+        metrics.add_metric(name="TokensRefused", unit=MetricUnit.Count, value=len(report.refused))
     logger.info("export requests handled", extra={"counts": counts, "inFlight": report.in_flight})
     failure = report.failure()
     if failure is not None:

@@ -80,7 +80,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     def save(checkpoint: Checkpoint) -> None:
         ledger.save_checkpoint(request, state.ref.job_id, checkpoint.to_dict())
 
-    result = runtime.exporter(settings.export).land(
+    result = runtime.exporter(settings.export, request.tenant_id).land(
         state.ref.identity,
         bucket=settings.bucket,
         replace=state.ref.force,

@@ -93,7 +93,7 @@ def test_given_a_schedule_tick_without_tenants_then_nothing_is_planned(
     """TenantIds defaults to "" ("the nightly run exports nothing"): the tick is a no-op, not a failure."""
     function_env("CreateJobFunction", TENANT_IDS="")
 
-    assert app.lambda_handler({"trigger": "schedule"}, context) == {"counts": {}, "jobs": []}
+    assert app.lambda_handler({"trigger": "schedule"}, context) == {"counts": {}, "jobs": [], "pausedTenants": []}
     assert aws.ledger_items() == []
     assert simulator.jobs() == []
 

@@ -125,6 +125,33 @@ def test_auth_failures_are_401_with_a_message(sim: Simulator, http: requests.Ses
     assert sim.stats().jobs_created == 0
 
 
+def test_tenants_with_tokens_of_their_own_accept_only_their_token(sim: Simulator, http: requests.Session) -> None:
+    """A Grid token is made inside one tenant: listed tenants take only their own, which acts for no other."""
+    other = "0" * 23 + "1"
+    sim.configure(tenant_tokens={TENANT: "tok-own", other: "tok-other"})
+    own = {"Authorization": "Bearer tok-own"}
+
+    created = post_job(http, sim, headers=own)
+    assert created.status_code == 200
+    foreign = post_job(http, sim, tenant=other, headers=own)
+    assert (foreign.status_code, foreign.json()["message"]) == (403, f"This token does not belong to tenant {other}")
+    assert post_job(http, sim, headers=auth(sim)).status_code == 403  # the global token does not act for it
+    assert post_job(http, sim, tenant="unlisted", headers=own).status_code == 403
+    assert post_job(http, sim, tenant="unlisted").status_code == 200  # the global token still serves the rest
+    job_id = created.json()["id"]
+    assert http.get(f"{sim.base_url}{JOBS}/{job_id}", headers=own, timeout=10).status_code == 200
+    # Another tenant's token cannot see the job; nor can the global one.
+    for token in ("tok-other", sim.token):
+        got = http.get(f"{sim.base_url}{JOBS}/{job_id}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert got.status_code == 404
+    assert http.get(f"{sim.base_url}{JOBS}/no-such-job", headers=own, timeout=10).status_code == 404
+    sim.configure(expired_tokens=["tok-own"])
+    assert post_job(http, sim, headers=own).status_code == 401
+    assert sim.stats().jobs_created == 2
+    with pytest.raises(ValueError, match="tenant_tokens must map tenant ids to non-empty tokens"):
+        sim.configure(tenant_tokens={TENANT: ""})
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -683,6 +710,7 @@ def test_cli_parses_every_knob(tmp_path: Path) -> None:
         '{"status": 429, "retry_after": 1}',
         "--expired-tokens=a",
         "--expired-tokens=b",
+        '--tenant-tokens={"t1": "tok-1", "t2": "tok-2"}',
         "--ignore-range",
         "--delivery=zip",
         "--time-scale=60",
@@ -692,6 +720,7 @@ def test_cli_parses_every_knob(tmp_path: Path) -> None:
     assert (config.target_bytes, config.bandwidth_bytes_per_sec) == (1 << 20, 64 << 10)
     assert config.fail_next == [{"status": 429, "retry_after": 1, "count": 1}]
     assert (config.expired_tokens, config.ignore_range, config.delivery) == (["a", "b"], True, "zip")
+    assert config.tenant_tokens == {"t1": "tok-1", "t2": "tok-2"}
     assert config.queue_seconds == SimulatorConfig().queue_seconds  # omitted flags keep defaults
     assert parse_size("2GiB") == 2 << 30
     assert parse_size("1500") == 1500

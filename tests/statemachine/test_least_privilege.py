@@ -142,6 +142,15 @@ def _run_every_path(stack: LocalStack, sim: Simulator) -> None:
     stack.client("sqs").send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(body))
     assert len(stack.executions(again)) == 1
 
+    # A token the API refuses (it expired): CreateJob fails the tenant's day itself and announces it, since no
+    # execution exists to do so (its PutEvents grant).
+    sim.configure(expired_tokens=[sim.token])
+    refused = secrets.token_hex(12)
+    outcome = request_day(stack, refused)
+    sim.configure(expired_tokens=[])
+    assert [job["outcome"] for job in outcome["jobs"]] == ["failed"]
+    assert any(c.operation == "PutEvents" and c.principal == "CreateJobFunction" for c in stack.calls)
+
 
 @pytest.fixture(scope="module")
 def report(stack: LocalStack, module_simulator: Simulator, pytestconfig: pytest.Config) -> Report:

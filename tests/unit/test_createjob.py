@@ -117,3 +117,10 @@ def test_given_a_state_machine_arn_then_the_execution_arn_is_derived_from_the_jo
     )
     with pytest.raises(StepFunctionsError, match="not the ARN of a state machine"):
         execution_arn("arn:aws:lambda:eu-west-1:123456789012:function:export", ref)
+
+
+def test_given_createjobs_own_export_failed_without_a_job_then_only_a_drain() -> None:
+    """A refused token's "Export Failed" (no job, no execution) comes back through the drain rule: its entry is
+    FAILED already (and held no slot), so the event is only a drain."""
+    detail = {**JOB, "jobId": None, "executionId": None, "error": "AuthError", "message": "Tenant t1: refused."}
+    assert parse_trigger(event("Export Failed", detail)) == Drain()

@@ -501,4 +501,5 @@ def test_given_outcome_when_to_dict_then_json_row() -> None:
         "outcome": "created",
         "jobId": "job-1",
         "detail": None,
+        "error": None,
     }

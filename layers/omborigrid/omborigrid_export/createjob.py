@@ -5,14 +5,19 @@ export ("Export Completed" / "Export Failed", or ``{"trigger": "drain"}``), whic
 pending job of a backfill. A run records what the trigger asks for in the ledger (PENDING), then creates jobs for
 pending entries while fewer than the cap are in flight, enqueues them, and reports one outcome per request.
 
+A tenant whose token is refused has its days of the run marked FAILED and one "Export Failed" event per day
+(naming the tenant); that is not transient, so it does not fail the run (which would retry it and, for every
+other tenant, repeat the run). A tenant that failed ``pause_after_failed_nights`` nights in a row is skipped by
+the nightly run until an "Export Requested" names it (:mod:`.tenant_health`).
+
 Everything it talks to is passed in (:class:`Services`), so the rules are tested without Lambda; the handler
 only builds the services from its settings and publishes the report's figures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +39,7 @@ from .scheduling import (
     stale_tenants,
 )
 from .state import JobRef
+from .tenant_health import TENANT_PAUSED, TenantHealthStore, check_pause_after, judge_night, paused_detail
 
 SOURCE = "omborigrid.export"
 REQUESTED = "Export Requested"
@@ -50,6 +56,9 @@ class SchedulePolicy:
     lookback_days: int
     max_jobs_in_flight: int
     freshness_hours: int
+    #: A tenant's share of ``max_jobs_in_flight`` (None: all of it).
+    max_jobs_in_flight_per_tenant: int | None = None
+    pause_after_failed_nights: int = 5
 
     def __post_init__(self) -> None:
         for tenant in self.tenants:
@@ -59,6 +68,9 @@ class SchedulePolicy:
                 raise ConfigurationError(f"TENANT_IDS: {exc}") from None
         check_lookback(self.lookback_days)
         check_cap(self.max_jobs_in_flight)
+        if self.max_jobs_in_flight_per_tenant is not None:
+            check_cap(self.max_jobs_in_flight_per_tenant, "MAX_JOBS_IN_FLIGHT_PER_TENANT")
+        check_pause_after(self.pause_after_failed_nights)
         if self.freshness_hours < 1:
             raise ConfigurationError(
                 f"The freshness window (FRESHNESS_HOURS) must be at least one hour, not {self.freshness_hours}."
@@ -70,10 +82,13 @@ class Services:
     """The collaborators of a run."""
 
     ledger: Ledger
+    health: TenantHealthStore
     create: Callable[[ExportRequest], ExportJob]
     enqueue: Callable[[str], None]
     execution_status: Callable[[JobRef], ExecutionStatus | None]
     now: Callable[[], datetime]
+    #: Puts events (detail-type, detail) on the stack's bus: "Export Failed" for refused days, "Tenant Paused".
+    publish: Callable[[Sequence[tuple[str, dict[str, Any]]]], None]
     #: True once the invocation should stop creating jobs (its remaining time is low).
     out_of_time: Callable[[], bool] = lambda: False
 
@@ -124,6 +139,8 @@ def parse_trigger(event: object) -> Trigger:
         detail = event.get("detail")
         if not isinstance(detail, dict):
             raise InvalidInput("The Export Failed event has no detail object.")
+        if detail.get("jobId") is None:
+            return Drain()  # CreateJob's own (a refused token): the entry is marked FAILED already
         reason = f"{_text(detail.get('error'))}: {_text(detail.get('message'))}"
         return Failed(JobRef.from_dict(detail), reason)
     raise InvalidInput(
@@ -140,11 +157,14 @@ def _text(value: object) -> str:
 @dataclass(frozen=True, slots=True)
 class CreateJobReport:
     """One outcome per request (its latest: planned then created is reported once, created), the stale
-    tenants (None when no tenants are configured, so none is watched) and the jobs in flight afterwards."""
+    tenants (None when no tenants are configured, so none is watched), the jobs in flight afterwards and, for a
+    nightly run, the configured tenants it skipped because they are paused (None for other triggers)."""
 
     outcomes: tuple[RequestOutcome, ...]
     stale_tenants: tuple[str, ...] | None
     in_flight: int
+    paused_tenants: tuple[str, ...] | None = None
+    newly_paused: tuple[str, ...] = field(default=())
 
     @property
     def counts(self) -> dict[Outcome, int]:
@@ -157,27 +177,59 @@ class CreateJobReport:
     def failed(self) -> tuple[RequestOutcome, ...]:
         return tuple(o for o in self.outcomes if o.outcome is Outcome.FAILED)
 
+    @property
+    def refused(self) -> tuple[RequestOutcome, ...]:
+        """Days failed because their tenant's token was refused (announced, not retried)."""
+        return tuple(o for o in self.failed if o.refused)
+
     def failure(self) -> ExportFailed | None:
-        """The error that fails the run when any request failed (so the trigger is retried or dead-lettered)."""
-        if not self.failed:
+        """The error that fails the run when a request failed in a way a retry may heal (so the trigger is
+        retried or dead-lettered); a refused token is not one of them."""
+        transient = [o for o in self.failed if not o.refused]
+        if not transient:
             return None
-        first = self.failed[0]
+        first = transient[0]
         return ExportFailed(
-            f"{len(self.failed)} of {len(self.outcomes)} export requests failed; "
+            f"{len(transient)} of {len(self.outcomes)} export requests failed; "
             f"first: {first.request.label}: {first.detail}"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counts": {str(k): v for k, v in self.counts.items()}, "jobs": [o.to_dict() for o in self.outcomes]}
+        result: dict[str, Any] = {
+            "counts": {str(k): v for k, v in self.counts.items()},
+            "jobs": [o.to_dict() for o in self.outcomes],
+        }
+        if self.paused_tenants is not None:
+            result["pausedTenants"] = list(self.paused_tenants)
+        return result
+
+
+def refused_detail(outcome: RequestOutcome) -> dict[str, Any]:
+    """The "Export Failed" detail of a day whose tenant's token was refused (no job, no execution)."""
+    request = outcome.request
+    return {
+        "tenantId": request.tenant_id,
+        "dataDateFrom": request.date_from.isoformat(),
+        "dataDateTo": request.date_to.isoformat(),
+        "jobId": None,
+        "executionId": None,
+        "error": outcome.error or "AuthError",
+        "message": f"Tenant {request.tenant_id}: {outcome.detail}",
+    }
 
 
 def create_jobs(trigger: Trigger, policy: SchedulePolicy, services: Services) -> CreateJobReport:
-    planned = _plan(trigger, policy, services)
+    paused: tuple[str, ...] | None = None
+    newly_paused: tuple[str, ...] = ()
+    if isinstance(trigger, Scheduled):
+        paused, newly_paused = _pause_broken_tenants(policy, services)
+    planned = _plan(trigger, policy, services, skip=frozenset(paused or ()))
     dispatched = dispatch_pending(
         services.ledger,
         create=services.create,
         enqueue=services.enqueue,
         cap=policy.max_jobs_in_flight,
+        tenant_cap=policy.max_jobs_in_flight_per_tenant,
         deadline=services.out_of_time,
     )
     latest = {o.request: o for o in planned}
@@ -185,17 +237,50 @@ def create_jobs(trigger: Trigger, policy: SchedulePolicy, services: Services) ->
     stale = None
     if policy.tenants:
         stale = tuple(stale_tenants(policy.tenants, services.ledger, now=services.now(), hours=policy.freshness_hours))
-    return CreateJobReport(tuple(latest.values()), stale, services.ledger.in_flight())
+    report = CreateJobReport(tuple(latest.values()), stale, services.ledger.in_flight(), paused, newly_paused)
+    announcements = [(FAILED, refused_detail(o)) for o in report.refused]
+    for tenant in newly_paused:
+        detail = paused_detail(services.health.get(tenant), pause_after=policy.pause_after_failed_nights)
+        announcements.append((TENANT_PAUSED, detail))
+    if announcements:
+        services.publish(announcements)
+    return report
 
 
-def _plan(trigger: Trigger, policy: SchedulePolicy, services: Services) -> list[RequestOutcome]:
+def _pause_broken_tenants(policy: SchedulePolicy, services: Services) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Judge each configured tenant's last night; returns the paused tenants and those paused just now."""
+    now = services.now()
+    # From the day before the window: the last night asked for the day before this night's yesterday.
+    days = nightly_days(now, policy.zone, min(policy.lookback_days + 1, 366))
+    paused: list[str] = []
+    newly: list[str] = []
+    for tenant in policy.tenants:
+        before = services.health.get(tenant)
+        after = judge_night(
+            before,
+            services.ledger.entries(tenant, days[0], days[-1]),
+            pause_after=policy.pause_after_failed_nights,
+            now=now,
+        )
+        if after != before:
+            services.health.save(after)
+        if after.paused:
+            paused.append(tenant)
+            if not before.paused:
+                newly.append(tenant)
+    return tuple(paused), tuple(newly)
+
+
+def _plan(
+    trigger: Trigger, policy: SchedulePolicy, services: Services, *, skip: frozenset[str]
+) -> list[RequestOutcome]:
     """Record what the trigger asks for in the ledger; returns what was planned or skipped."""
     ledger = services.ledger
     match trigger:
         case Scheduled():
             now = services.now()
             missing = catch_up(
-                policy.tenants,
+                [t for t in policy.tenants if t not in skip],
                 nightly_days(now, policy.zone, policy.lookback_days),
                 ledger,
                 execution_status=services.execution_status,
@@ -204,6 +289,8 @@ def _plan(trigger: Trigger, policy: SchedulePolicy, services: Services) -> list[
             )
             return plan_exports(missing, ledger)
         case Requested(request=adhoc):
+            for tenant in adhoc.tenants:
+                services.health.resume(tenant)  # an operator asked for it: the nightly run takes it up again
             return plan_exports(adhoc.expand(), ledger, force=adhoc.force)
         case Failed(ref=ref, reason=reason):
             ledger.mark_failed(ref.request, ref.job_id, reason)

@@ -198,7 +198,10 @@ class CreateJobSettings:
         Variable("SCHEDULE_TIMEZONE"),
         Variable("LOOKBACK_DAYS"),
         Variable("MAX_JOBS_IN_FLIGHT"),
+        Variable("MAX_JOBS_IN_FLIGHT_PER_TENANT"),
+        Variable("PAUSE_AFTER_FAILED_NIGHTS"),
         Variable("FRESHNESS_HOURS"),
+        Variable("EVENT_BUS_NAME"),
     )
 
     #: The key templates are validated here too: a job whose file could never land is never created.
@@ -207,15 +210,21 @@ class CreateJobSettings:
     queue_url: str
     state_machine_arn: str
     policy: SchedulePolicy
+    #: Where "Export Failed" (a refused token) and "Tenant Paused" go.
+    event_bus: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CreateJobSettings:
         env = FunctionEnvironment(environ, cls.VARIABLES)
+        tenants = tuple(dict.fromkeys(t.strip() for t in env.text("TENANT_IDS").split(",") if t.strip()))
+        cap = env.whole_number("MAX_JOBS_IN_FLIGHT")
         policy = SchedulePolicy(
-            tenants=tuple(dict.fromkeys(t.strip() for t in env.text("TENANT_IDS").split(",") if t.strip())),
+            tenants=tenants,
             zone=zone(env.name("SCHEDULE_TIMEZONE")),
             lookback_days=env.whole_number("LOOKBACK_DAYS"),
-            max_jobs_in_flight=env.whole_number("MAX_JOBS_IN_FLIGHT"),
+            max_jobs_in_flight=cap,
+            max_jobs_in_flight_per_tenant=tenant_share(env.whole_number("MAX_JOBS_IN_FLIGHT_PER_TENANT"), cap, tenants),
+            pause_after_failed_nights=env.whole_number("PAUSE_AFTER_FAILED_NIGHTS"),
             freshness_hours=env.whole_number("FRESHNESS_HOURS"),
         )
         return cls(
@@ -224,4 +233,15 @@ class CreateJobSettings:
             queue_url=env.name("EXPORT_QUEUE_URL"),
             state_machine_arn=env.state_machine_arn("EXPORT_STATE_MACHINE_ARN"),
             policy=policy,
+            event_bus=env.name("EVENT_BUS_NAME"),
         )
+
+
+def tenant_share(configured: int, cap: int, tenants: tuple[str, ...]) -> int:
+    """A tenant's share of MAX_JOBS_IN_FLIGHT: the configured one, or with 0 the cap less one slot for each other
+    configured tenant, so a backfill of one never leaves another's night without a slot."""
+    if configured < 0:
+        raise ConfigurationError(f"MAX_JOBS_IN_FLIGHT_PER_TENANT must be 0 (automatic) or more, not {configured}.")
+    if configured:
+        return min(configured, cap)
+    return max(1, cap - max(0, len(tenants) - 1))

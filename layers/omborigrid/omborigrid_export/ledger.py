@@ -12,8 +12,9 @@ Lifecycle of an entry (partition ``tenantId``, sort ``dataRange`` = ``FROM/TO``)
   retried CreateJob finds the entry instead of creating a second job.
 * A REQUESTING entry whose POST outcome is unknown (the process died, or the POST timed out after it was
   sent) is only taken over after ``stale_after``, longer than any invocation lives.
-* Jobs in flight (REQUESTING or QUEUED) hold a slot of a counter item; taking and giving back a slot
-  happen in the same DynamoDB transaction as the state change, so the count is exact and strongly
+* Jobs in flight (REQUESTING or QUEUED) hold a slot of a counter item, and one of their tenant's counter (a
+  tenant's share of the cap, so one tenant's backfill cannot starve the others' nights); taking and giving back
+  slots happen in the same DynamoDB transaction as the state change, so the counts are exact and strongly
   consistent however many invocations run at once, and a duplicate event cannot release a slot twice.
 
 Every conditional write spells its condition out of named parts, and every DynamoDB call goes through one
@@ -31,6 +32,15 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .capacity import (
+    CAPACITY_KEY,
+    CAPACITY_PARTITION,
+    TENANT_CAPACITY_PREFIX,
+    give_slots_back,
+    in_flight_of,
+    take_slots,
+    tenants_full,
+)
 from .dynamodb import ConditionFailed, dynamodb_errors
 from .ledger_entry import (
     FAILED,
@@ -64,8 +74,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-#: The counter item shares the table; its key cannot collide with a tenant id (they never start with '#').
-CAPACITY_KEY = {"tenantId": {"S": "#capacity"}, "dataRange": {"S": "#jobs-in-flight"}}
 STATE_INDEX = "byState"
 
 
@@ -78,7 +86,6 @@ ENTRY_REQUESTING = "#state = :requesting"
 ENTRY_QUEUED = "#state = :queued"
 CLAIM_HELD = "claim = :claim"
 JOB_IS_CURRENT = "jobId = :job"
-SLOT_FREE = "attribute_not_exists(inFlight) OR inFlight < :cap"
 
 
 def all_of(*conditions: str) -> str:
@@ -133,12 +140,21 @@ class Ledger:
             )
         ]
 
-    def in_state(self, state: EntryState, *, limit: int | None = None) -> list[LedgerEntry]:
+    def in_state(
+        self, state: EntryState, *, limit: int | None = None, except_tenants: frozenset[str] = frozenset()
+    ) -> list[LedgerEntry]:
         """Entries in ``state``, oldest change first (the ``byState`` index; eventually consistent).
 
         With ``limit``, reading stops once that many are found: a drain of a long backfill must not read
-        every pending entry each time.
+        every pending entry each time. ``except_tenants`` (at most 100) are left out, so the tenants whose share
+        is full do not hide the others' entries.
         """
+        values: dict[str, Any] = {":s": {"S": state}}
+        extra: dict[str, Any] = {}
+        if except_tenants:
+            names = sorted(except_tenants)[:100]
+            values.update({f":x{n}": {"S": t} for n, t in enumerate(names)})
+            extra["FilterExpression"] = f"NOT tenantId IN ({', '.join(f':x{n}' for n in range(len(names)))})"
         return [
             LedgerEntry.from_item(item)
             for item in self._query(
@@ -146,15 +162,26 @@ class Ledger:
                 IndexName=STATE_INDEX,
                 KeyConditionExpression="#state = :s",
                 ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={":s": {"S": state}},
+                ExpressionAttributeValues=values,
                 limit=limit,
+                **extra,
             )
         ]
+
+    def tenants_at_cap(self, tenant_cap: int) -> frozenset[str]:
+        """The tenants whose jobs in flight already fill their share of the cap."""
+        items = self._query(
+            "count each tenant's jobs in flight",
+            KeyConditionExpression="tenantId = :c AND begins_with(dataRange, :p)",
+            ExpressionAttributeValues={":c": {"S": CAPACITY_PARTITION}, ":p": {"S": TENANT_CAPACITY_PREFIX}},
+            ConsistentRead=True,
+        )
+        return tenants_full(items, tenant_cap)
 
     def in_flight(self) -> int:
         with dynamodb_errors("count the jobs in flight"):
             item = self._db.get_item(TableName=self._table, Key=CAPACITY_KEY, ConsistentRead=True).get("Item", {})
-        return int(item.get("inFlight", {}).get("N", "0"))
+        return in_flight_of(item)
 
     def _query(self, action: str, *, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -207,18 +234,12 @@ class Ledger:
 
     # -- dispatching --------------------------------------------------------------------------------
 
-    def dispatch(self, request: ExportRequest, *, cap: int) -> str | None:
-        """PENDING → REQUESTING, taking a slot. Returns a claim token, or None when no slot is free or the
-        entry is no longer pending (another invocation took it)."""
+    def dispatch(self, request: ExportRequest, *, cap: int, tenant_cap: int | None = None) -> str | None:
+        """PENDING → REQUESTING, taking a slot of the cap and one of the tenant's share (``tenant_cap``, default
+        the whole cap). Returns a claim token, or None when no slot is free or the entry is no longer pending
+        (another invocation took it)."""
         claim = uuid.uuid4().hex
         now = self._now().isoformat()
-        take_slot: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": CAPACITY_KEY,
-            "UpdateExpression": "ADD inFlight :one SET updatedAt = :now",
-            "ConditionExpression": SLOT_FREE,
-            "ExpressionAttributeValues": {":one": {"N": "1"}, ":cap": {"N": str(cap)}, ":now": {"S": now}},
-        }
         claim_entry: dict[str, Any] = {
             "TableName": self._table,
             "Key": self._key(request),
@@ -234,7 +255,8 @@ class Ledger:
         }
         try:
             with dynamodb_errors(f"claim {request.label} for a new job"):
-                self._db.transact_write_items(TransactItems=[{"Update": take_slot}, {"Update": claim_entry}])  # type: ignore[typeddict-item]
+                slots = take_slots(self._table, request, cap=cap, tenant_cap=tenant_cap or cap, now=now)
+                self._db.transact_write_items(TransactItems=[*slots, {"Update": claim_entry}])  # type: ignore[list-item, typeddict-item]
         except ConditionFailed:
             return None
         return claim
@@ -266,6 +288,15 @@ class Ledger:
                 ":requesting": {"S": REQUESTING},
             },
             condition=all_of(CLAIM_HELD, ENTRY_REQUESTING),
+        )
+
+    def fail_pending(self, request: ExportRequest, error: str) -> bool:
+        """PENDING → FAILED without an API call (its tenant's token was just refused); it held no slot."""
+        return self._update(
+            request,
+            "SET #state = :failed, #error = :error, updatedAt = :now",
+            {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}, ":pending": {"S": PENDING}},
+            condition=ENTRY_PENDING,
         )
 
     def requeue_stale(self, entry: LedgerEntry) -> bool:
@@ -387,16 +418,11 @@ class Ledger:
         """A state change that ends a job in flight, made together with giving its slot back. False when the
         entry was already finished (its condition failed): a duplicate outcome never frees a slot twice."""
         update = self._update_kwargs(request, expression, values, condition, names)
-        give_slot_back: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": CAPACITY_KEY,
-            # Unconditional: exactly-once comes from the entry's own condition above.
-            "UpdateExpression": "ADD inFlight :minus",
-            "ExpressionAttributeValues": {":minus": {"N": "-1"}},
-        }
         try:
             with dynamodb_errors(f"finish the entry of {request.label}"):
-                self._db.transact_write_items(TransactItems=[{"Update": update}, {"Update": give_slot_back}])  # type: ignore[typeddict-item]
+                self._db.transact_write_items(
+                    TransactItems=[{"Update": update}, *give_slots_back(self._table, request)]  # type: ignore[list-item, typeddict-item]
+                )
         except ConditionFailed:
             logger.info("ledger entry for %s was already finished; nothing to do", request.label)
             return False

@@ -4,7 +4,10 @@
   every day of the look-back window that has not landed, healing lost or failed executions on the way.
 * ``AdhocRequest``: an "Export Requested" event becomes one request per tenant and day (or per tenant).
 * ``plan_exports`` records requests as PENDING in the ledger; ``dispatch_pending`` creates the jobs, at
-  most ``cap`` in flight, and is called again whenever an export finishes (the drain trigger).
+  most ``cap`` in flight and at most ``tenant_cap`` of one tenant, and is called again whenever an export
+  finishes (the drain trigger).
+* A refused token (:class:`AuthError`, after the client's one re-read of the secret) is not transient: that
+  tenant's days of the run are marked FAILED without asking the API again, and the other tenants go on.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import AmbiguousCreate, ConfigurationError, InvalidInput, OmboriGridExportError
+from .errors import AmbiguousCreate, AuthError, ConfigurationError, InvalidInput, OmboriGridExportError
 from .executions import ExecutionStatus
 from .ledger import EntryState, Ledger
 from .models import ExportJob, ExportRequest, Split, parse_date, validate_tenant_id
@@ -46,9 +49,9 @@ def check_lookback(lookback_days: int) -> int:
     return lookback_days
 
 
-def check_cap(cap: int) -> int:
+def check_cap(cap: int, name: str = "MAX_JOBS_IN_FLIGHT") -> int:
     if cap < 1:
-        raise ConfigurationError(f"The cap on jobs in flight (MAX_JOBS_IN_FLIGHT) must be at least 1, not {cap}.")
+        raise ConfigurationError(f"The cap on jobs in flight ({name}) must be at least 1, not {cap}.")
     return cap
 
 
@@ -121,6 +124,13 @@ class RequestOutcome:
     outcome: Outcome
     job_id: str | None = None
     detail: str | None = None
+    #: The error's type name when it failed ("AuthError"...).
+    error: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """The tenant's token was refused: not transient, so the run is not retried for it."""
+        return self.error == AuthError.__name__
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +140,7 @@ class RequestOutcome:
             "outcome": self.outcome,
             "jobId": self.job_id,
             "detail": self.detail,
+            "error": self.error,
         }
 
 
@@ -165,34 +176,56 @@ def dispatch_pending(
     create: Callable[[ExportRequest], ExportJob],
     enqueue: Callable[[str], None],
     cap: int,
+    tenant_cap: int | None = None,
     deadline: Callable[[], bool] = lambda: False,
 ) -> list[RequestOutcome]:
-    """Create jobs for PENDING entries, oldest data first, while fewer than ``cap`` are in flight."""
+    """Create jobs for PENDING entries, oldest data first, while fewer than ``cap`` are in flight (and fewer
+    than ``tenant_cap`` of the entry's tenant). A tenant whose token is refused gets no further POST this run:
+    its other pending entries are marked FAILED with the same error."""
     check_cap(cap)
+    tenant_cap = check_cap(min(tenant_cap or cap, cap), "MAX_JOBS_IN_FLIGHT_PER_TENANT")
     outcomes: list[RequestOutcome] = []
+    refused: dict[str, RequestOutcome] = {}
     while not deadline():
         free = cap - ledger.in_flight()
         if free <= 0:
             break
+        full = ledger.tenants_at_cap(tenant_cap) if tenant_cap < cap else frozenset()
         candidates = sorted(
-            ledger.in_state(EntryState.PENDING, limit=free * 4), key=lambda e: (e.date_from, e.tenant_id)
+            ledger.in_state(EntryState.PENDING, limit=free * 4, except_tenants=full),
+            key=lambda e: (e.date_from, e.tenant_id),
         )
         progressed = False
         taken = 0
         for entry in candidates:
             if deadline() or taken >= free:
                 break
-            claim = ledger.dispatch(entry.request, cap=cap)
+            if entry.tenant_id in refused:
+                progressed |= _fail_refused(entry.request, refused[entry.tenant_id], ledger, outcomes)
+                continue
+            claim = ledger.dispatch(entry.request, cap=cap, tenant_cap=tenant_cap)
             if claim is None:
                 if ledger.in_flight() >= cap:
                     return outcomes
-                continue  # taken by another invocation meanwhile
+                continue  # taken by another invocation meanwhile, or the tenant's share is full
             progressed = True
             taken += 1
-            outcomes.append(_create(entry.request, claim, entry.force, ledger=ledger, create=create, enqueue=enqueue))
+            outcome = _create(entry.request, claim, entry.force, ledger=ledger, create=create, enqueue=enqueue)
+            outcomes.append(outcome)
+            if outcome.refused:
+                refused[entry.tenant_id] = outcome
         if not progressed:
             break
     return outcomes
+
+
+def _fail_refused(
+    request: ExportRequest, first: RequestOutcome, ledger: Ledger, outcomes: list[RequestOutcome]
+) -> bool:
+    if not ledger.fail_pending(request, f"{first.error}: {first.detail}"):
+        return False
+    outcomes.append(RequestOutcome(request, Outcome.FAILED, None, first.detail, first.error))
+    return True
 
 
 def _create(
@@ -209,11 +242,12 @@ def _create(
     except AmbiguousCreate as exc:
         # Keep the claim (and its slot): a job may exist. It goes back to PENDING once stale.
         logger.error("%s: %s", request.label, exc)
-        return RequestOutcome(request, Outcome.FAILED, None, f"{type(exc).__name__}: {exc}")
+        return RequestOutcome(request, Outcome.FAILED, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
     except OmboriGridExportError as exc:
         ledger.mark_create_failed(request, claim, f"{type(exc).__name__}: {exc}")
         logger.error("%s: %s", request.label, exc)
-        return RequestOutcome(request, Outcome.FAILED, None, f"{type(exc).__name__}: {exc}")
+        detail = str(exc) if isinstance(exc, AuthError) else f"{type(exc).__name__}: {exc}"
+        return RequestOutcome(request, Outcome.FAILED, None, detail, type(exc).__name__)
     if not ledger.record_job(request, claim, job.id):
         return RequestOutcome(
             request, Outcome.FAILED, job.id, "the ledger entry was taken over while the job was created"

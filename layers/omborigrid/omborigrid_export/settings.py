@@ -78,15 +78,7 @@ class Settings:
             raise ConfigurationError(
                 f"EXPORT_BUCKET_OWNER must be a 12-digit AWS account id, not {self.expected_bucket_owner!r}."
             )
-        parts = urlsplit(self.api_url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ConfigurationError(f"OMBORIGRID_API_URL {self.api_url!r} is not an http(s) URL.")
-        if parts.scheme == "http" and not self.allow_local_urls:
-            raise ConfigurationError(
-                "OMBORIGRID_API_URL uses plain http; set OMBORIGRID_ALLOW_LOCAL_URLS=1 only for a local simulator."
-            )
-        if parts.query or parts.fragment or parts.username:
-            raise ConfigurationError("OMBORIGRID_API_URL must not carry a query, fragment or credentials.")
+        check_api_url(self.api_url, allow_local_urls=self.allow_local_urls, name="OMBORIGRID_API_URL")
         if "{table}" not in self.archive_layout.template:
             raise ConfigurationError(
                 "EXPORT_ARCHIVE_KEY_TEMPLATE must contain {table}: archive members land per table."
@@ -121,6 +113,21 @@ class Settings:
             layout=layout,
             archive_layout=archive_layout,
         )
+
+
+def check_api_url(url: str, *, allow_local_urls: bool, name: str) -> str:
+    """An API base URL is https with a host and no query, fragment or credentials (plain http only with
+    OMBORIGRID_ALLOW_LOCAL_URLS=1, for a simulator). ``name`` says where the URL came from, for the message."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(f"{name} {url!r} is not an http(s) URL.")
+    if parts.scheme == "http" and not allow_local_urls:
+        raise ConfigurationError(
+            f"{name} uses plain http; set OMBORIGRID_ALLOW_LOCAL_URLS=1 only for a local simulator."
+        )
+    if parts.query or parts.fragment or parts.username:
+        raise ConfigurationError(f"{name} must not carry a query, fragment or credentials.")
+    return url
 
 
 def is_on(flag: str) -> bool:

@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, cast
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from omborigrid_export.bucket_owner import pin_bucket_owner
-from omborigrid_export.client import OmboriGridClient, TokenProvider
-from omborigrid_export.errors import ConfigurationError
+from omborigrid_export.client import OmboriGridClient
+from omborigrid_export.createjob import SOURCE
+from omborigrid_export.errors import ConfigurationError, ExportFailed
 from omborigrid_export.executions import Executions
 from omborigrid_export.exporter import Exporter
 from omborigrid_export.ledger import Ledger
-from omborigrid_export.redact import register_secret
+from omborigrid_export.models import ExportJob, ExportRequest
+from omborigrid_export.redact import describe_exception, register_secret
 from omborigrid_export.settings import Settings
+from omborigrid_export.tenant_health import TenantHealthStore
+from omborigrid_export.tenants import TenantClient, TokenMap
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -37,31 +42,54 @@ S = TypeVar("S", bound=FunctionSettings)
 _settings: dict[type[Any], Any] = {}
 
 
-class SecretToken:
-    """The API token from Secrets Manager, cached by Powertools Parameters and re-read on a 401.
+class SecretTokens:
+    """The token map in Secrets Manager (:mod:`omborigrid_export.tenants`), cached by Powertools Parameters.
 
-    The secret may hold the token as plain text or as JSON ``{"token": "..."}``.
+    ``read(refresh=True)`` reads the secret again (after a 401: it may have been rotated since it was cached).
     """
 
-    def __init__(self, secret_id: str) -> None:
+    def __init__(self, secret_id: str, *, api_url: str, allow_local_urls: bool) -> None:
         self._secret_id = secret_id
+        self._api_url = api_url
+        self._allow_local_urls = allow_local_urls
 
-    def __call__(self, *, refresh: bool = False) -> str:
+    def read(self, *, refresh: bool = False) -> TokenMap:
         from aws_lambda_powertools.utilities import parameters
 
         value = parameters.get_secret(self._secret_id, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=refresh)
         text = value.decode() if isinstance(value, bytes) else str(value)
-        if text.lstrip().startswith("{"):
-            try:
-                text = str(json.loads(text)["token"])
-            except (ValueError, KeyError):
-                raise ConfigurationError(f"The secret {self._secret_id} is JSON but has no 'token' field.") from None
-        token = text.strip()
+        if not text.strip():
+            raise ConfigurationError(f"The secret {self._secret_id} is empty.")
+        return TokenMap.from_json(
+            text, api_url=self._api_url, allow_local_urls=self._allow_local_urls, source=f"The secret {self._secret_id}"
+        )
+
+
+class StaticTokens:
+    """A token map given in the environment (OMBORIGRID_TOKEN: local runs and tests); nothing to re-read."""
+
+    def __init__(self, tokens: TokenMap) -> None:
+        self._tokens = tokens
+
+    def read(self, *, refresh: bool = False) -> TokenMap:  # noqa: ARG002 - nothing to re-read
+        return self._tokens
+
+
+class TenantToken:
+    """One tenant's token, as the client's :class:`TokenProvider`: a refresh re-reads the whole map."""
+
+    def __init__(self, tokens: SecretTokens | StaticTokens, tenant_id: str) -> None:
+        self._tokens = tokens
+        self._tenant_id = tenant_id
+
+    def __call__(self, *, refresh: bool = False) -> str:
+        token = self._tokens.read(refresh=refresh).for_tenant(self._tenant_id)[1]
         # Known from here on: scrub() removes this exact value from every log record, trace and message.
         register_secret(token)
-        if not token:
-            raise ConfigurationError(f"The secret {self._secret_id} is empty.")
         return token
+
+    def __repr__(self) -> str:
+        return f"TenantToken({self._tenant_id}, <redacted>)"
 
 
 def settings(model: type[S]) -> S:
@@ -72,11 +100,19 @@ def settings(model: type[S]) -> S:
     return cast(S, found)
 
 
-def token_provider(current: Settings) -> TokenProvider | str:
+@cache
+def tokens(current: Settings) -> SecretTokens | StaticTokens:
     if current.token_secret:
-        return SecretToken(current.token_secret)
+        return SecretTokens(current.token_secret, api_url=current.api_url, allow_local_urls=current.allow_local_urls)
     if current.token:
-        return current.token
+        return StaticTokens(
+            TokenMap.from_json(
+                current.token,
+                api_url=current.api_url,
+                allow_local_urls=current.allow_local_urls,
+                source="OMBORIGRID_TOKEN",
+            )
+        )
     raise ConfigurationError("Neither OMBORIGRID_TOKEN_SECRET nor OMBORIGRID_TOKEN is set.")
 
 
@@ -104,10 +140,13 @@ def api_time_left() -> float:
 
 
 @cache
-def client(current: Settings) -> OmboriGridClient:
-    return OmboriGridClient(
-        current.api_url,
-        token_provider(current),
+def client(current: Settings, tenant_id: str) -> OmboriGridClient:
+    """The tenant's client: its own host and token (a client per tenant, kept for the execution environment)."""
+    source = tokens(current)
+    return TenantClient(
+        tenant_id,
+        source.read().api_url_for(tenant_id),
+        TenantToken(source, tenant_id),
         connect_timeout=current.api_connect_timeout,
         read_timeout=current.api_read_timeout,
         time_left=api_time_left,
@@ -134,13 +173,51 @@ def s3(expected_owner: str | None = None) -> S3Client:
 
 
 @cache
-def exporter(current: Settings) -> Exporter:
-    return Exporter(current, client(current), s3(current.expected_bucket_owner))
+def exporter(current: Settings, tenant_id: str) -> Exporter:
+    """The use cases of one tenant's exports, through that tenant's client."""
+    return Exporter(current, client(current, tenant_id), s3(current.expected_bucket_owner))
+
+
+def create_job(current: Settings) -> Callable[[ExportRequest], ExportJob]:
+    """Create a job through the requested tenant's own client (CreateJob serves every tenant in one run)."""
+
+    def create(request: ExportRequest) -> ExportJob:
+        return exporter(current, request.tenant_id).create(request)
+
+    return create
 
 
 @cache
 def ledger(table: str) -> Ledger:
     return Ledger(aws("dynamodb"), table)
+
+
+@cache
+def tenant_health(table: str) -> TenantHealthStore:
+    return TenantHealthStore(aws("dynamodb"), table)
+
+
+def publisher(bus: str) -> Callable[[Sequence[tuple[str, dict[str, Any]]]], None]:
+    """Put events (detail-type, detail) from ``omborigrid.export`` on ``bus``, ten per PutEvents call."""
+    events = aws("events")
+
+    def publish(announcements: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        entries = [
+            {"Source": SOURCE, "DetailType": kind, "Detail": json.dumps(detail), "EventBusName": bus}
+            for kind, detail in announcements
+        ]
+        for start in range(0, len(entries), 10):
+            try:
+                response = events.put_events(Entries=entries[start : start + 10])
+            except (BotoCoreError, ClientError) as exc:
+                raise ExportFailed(f"Could not put events on the bus {bus}: {describe_exception(exc)}") from None
+            if response.get("FailedEntryCount"):
+                codes = sorted({str(e.get("ErrorCode")) for e in response["Entries"] if e.get("ErrorCode")})
+                raise ExportFailed(
+                    f"The bus {bus} refused {response['FailedEntryCount']} event(s) ({', '.join(codes)})."
+                )
+
+    return publish
 
 
 @cache
@@ -151,5 +228,5 @@ def executions(state_machine_arn: str) -> Executions:
 def reset() -> None:
     """Forget cached settings and clients (tests change the environment between invocations)."""
     _settings.clear()
-    for cached in (client, aws, s3, exporter, ledger, executions):
+    for cached in (tokens, client, aws, s3, exporter, ledger, tenant_health, executions):
         cached.cache_clear()

@@ -16,7 +16,8 @@ API contract (the seed page plus the choices the simulator makes)
 ------------------------------------------------------------------
 * ``POST /api/analytics-export-job`` ``{"tenantId","dataDateFrom","dataDateTo"}`` with
   ``Authorization: Bearer <token>`` -> 200 (or ``create_status`` 201) job JSON. 401 ``{"message"}`` for a
-  missing/malformed/wrong token, ``"token expired"`` for one in ``expired_tokens``. 400 ``{"message"}`` for
+  missing/malformed/wrong token, ``"token expired"`` for one in ``expired_tokens``; with ``tenant_tokens`` a tenant
+  has a token of its own (403 creating, 404 reading its jobs with another one). 400 ``{"message"}`` for
   a non-object body, missing field, bad date, from > to, or a bad tenantId (``[A-Za-z0-9_-]{1,64}``; 24-char
   lowercase hex when ``strict_tenant_ids``).
 * ``GET /api/analytics-export-job/<id>`` -> job JSON, or 404 ``{"message": "Job not found"}`` (also once

@@ -63,6 +63,16 @@ def _fail_next(text: str) -> list[dict[str, Any]]:
     return specs
 
 
+def _tenant_tokens(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--tenant-tokens must be a JSON object of tenant id to token") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--tenant-tokens must be a JSON object of tenant id to token")
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's flags to ``parser`` (every knob defaults to SimulatorConfig's value)."""
     parser.add_argument("--port", type=int, default=8765, help="TCP port on loopback (0 = any free port)")
@@ -79,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     flag("--token")
     flag("--expired-tokens", action="append", metavar="TOKEN", help="repeatable: tokens answered 401 expired")
+    flag(
+        "--tenant-tokens",
+        type=_tenant_tokens,
+        metavar="JSON",
+        help='tenants with tokens of their own, e.g. \'{"t1": "tok-1", "t2": "tok-2"}\'',
+    )
     flag("--strict-tenant-ids", action=argparse.BooleanOptionalAction)
     flag("--create-status", type=int, choices=(200, 201))
     flag("--queue-seconds", type=float)

@@ -89,6 +89,10 @@ class SimulatorConfig:
     # --- auth and validation
     token: str = "sim-token"
     expired_tokens: list[str] = field(default_factory=list)
+    #: Tenants with tokens of their own ({tenantId: token}), as a Grid token is made inside one tenant: a listed
+    #: tenant's jobs are created and read only with its token (another valid token gets 403 on create and 404 on
+    #: reading its jobs), and its token acts for no other tenant. ``token`` acts for every tenant not listed.
+    tenant_tokens: dict[str, str] = field(default_factory=dict)
     strict_tenant_ids: bool = False
     create_status: int = 200
     # --- job lifecycle (simulated seconds; see time_scale)
@@ -216,6 +220,11 @@ def validate_config(cfg: SimulatorConfig) -> None:
     _check(
         isinstance(cfg.expired_tokens, list) and all(isinstance(t, str) for t in cfg.expired_tokens),
         "expired_tokens must be a list of strings",
+    )
+    _check(
+        isinstance(cfg.tenant_tokens, dict)
+        and all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in cfg.tenant_tokens.items()),
+        "tenant_tokens must map tenant ids to non-empty tokens",
     )
     _check(cfg.create_status in (200, 201), "create_status must be 200 or 201")
     _check(_is_number(cfg.queue_seconds) and cfg.queue_seconds >= 0, "queue_seconds must be >= 0")

@@ -665,11 +665,21 @@ class Simulator:
             cfg = self._cfg
             if token in cfg.expired_tokens:
                 return _message(401, "token expired", challenge)
-            if not hmac.compare_digest(token.encode(), cfg.token.encode()):
+            known = [cfg.token, *cfg.tenant_tokens.values()]
+            if not any(hmac.compare_digest(token.encode(), k.encode()) for k in known):
                 return _message(401, "Invalid token", challenge)
         return None
 
-    def _post_job(self, raw: bytes) -> Response:
+    def _acts_for(self, header: str | None, tenant_id: str) -> bool:
+        """Whether the (already authorized) bearer token may act for ``tenant_id`` (see ``tenant_tokens``)."""
+        token = (header or "").partition(" ")[2].strip()
+        with self._lock:
+            own = self._cfg.tenant_tokens.get(tenant_id)
+            if own is not None:
+                return hmac.compare_digest(token.encode(), own.encode())
+            return hmac.compare_digest(token.encode(), self._cfg.token.encode())
+
+    def _post_job(self, raw: bytes, authorization: str | None = None) -> Response:
         try:
             body = json.loads(raw or b"null")
         except ValueError:
@@ -697,16 +707,19 @@ class Simulator:
                 return _message(400, f"{name} is not a valid date: {value!r}")
         if dates["dataDateFrom"] > dates["dataDateTo"]:
             return _message(400, "dataDateFrom must not be after dataDateTo")
+        if not self._acts_for(authorization, tenant_id):
+            return _message(403, f"This token does not belong to tenant {tenant_id}")
         job = self._create_job(tenant_id, body["dataDateFrom"], body["dataDateTo"])
         with self._lock:
             return _json(self._cfg.create_status, self._job_json(job, self.sim_now()))
 
-    def _get_job(self, job_id: str) -> Response:
+    def _get_job(self, job_id: str, authorization: str | None = None) -> Response:
         with self._lock:
             now = self.sim_now()
             job = self._live_job(job_id, now)
-            if job is None:
-                return _message(404, "Job not found")
+        if job is None or not self._acts_for(authorization, job.tenant_id):
+            return _message(404, "Job not found")
+        with self._lock:
             body = self._job_json(job, now)
             job.gets_answered += 1
             if job.identity_change is not None and job.gets_answered > job.identity_change_after:
@@ -810,12 +823,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == JOB_PATH and method == "POST":
             self.sim._count(ROUTE_POST_JOB)
-            self._api(method, lambda: self.sim._post_job(body), "create")
+            self._api(method, lambda: self.sim._post_job(body, self.headers.get("Authorization")), "create")
             return
         if path.startswith(JOB_PATH + "/") and method == "GET":
             self.sim._count(ROUTE_GET_JOB)
             job_id = unquote(path[len(JOB_PATH) + 1 :])
-            self._api(method, lambda: self.sim._get_job(job_id), "status")
+            self._api(method, lambda: self.sim._get_job(job_id, self.headers.get("Authorization")), "status")
             return
         self.sim._count("OTHER")
         self._send(_message(404, "Not found"), head_only=method == "HEAD")
