@@ -6,8 +6,8 @@ with 0 rows, no alarm: AlertOnEmptyDay is off), one "Export Anomalous" (day 25, 
 ``status`` shows it (human and ``--json``); the OpenLineage START and COMPLETE of every export reach a local
 receiver and are valid.
 
-The manifests' proofs come from a stand-in prover (``tests/pyarrow_prover.py``) until the layer's parquet prover is
-wired into ``runtime.exporter``; everything else is the product: the real ASL, handlers, template and simulator.
+The manifests' proofs come from the layer's parquet prover, patched into ``runtime.exporter`` by
+``tests/proving_runtime.py`` until the product wires it; everything else is the product: the real ASL, handlers, template and simulator.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from omborigrid_lambda import runtime
 from omborigrid_local.engine import LocalStack
 from omborigrid_local.simulator import Simulator
 from tests.lineage_receiver import Receiver, lineage_errors, lineage_receiver
-from tests.pyarrow_prover import proving_exporter
+from tests.proving_runtime import proving_exporter
 
 from .helpers import DAY, events_for, request_day, start_stack
 from .ops_helpers import assert_outcomes_valid, days_between, ledger_entries, wait_until
