@@ -112,6 +112,9 @@ demo: install
 
 bench: install
 	$(BIN)/pip install $(PIP_QUIET) -e ".[dev,bench]" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	# awscli v1 pins its own botocore, so it gets a venv of its own (a peer, not a dependency).
+	test -x .cache/bench/awscli-venv/bin/aws || { $(PYTHON) -m venv .cache/bench/awscli-venv && \
+	    .cache/bench/awscli-venv/bin/pip install $(PIP_QUIET) "awscli>=1.36"; }
 	$(BIN)/python -m bench.run --write
 
 # sam build (no container) needs the function runtime, python3.13, on PATH: use pyenv's when it is not.

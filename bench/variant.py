@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 CHUNK = 1024 * 1024  # what our transfer reads per iter_content step
 
@@ -30,15 +30,43 @@ CHUNK = 1024 * 1024  # what our transfer reads per iter_content step
 def _s3(params: dict[str, Any]) -> Any:
     import boto3
 
-    # Default client settings for every variant: the same client a user would make.
+    # Default client settings for every peer: the same client a user would make. (Over TLS the test CA comes
+    # from AWS_CA_BUNDLE, set by the parent.)
     return boto3.client("s3", endpoint_url=params["s3_endpoint"], region_name="eu-west-1")
+
+
+def _product_s3(params: dict[str, Any]) -> Any:
+    """The S3 client the Download function makes (omborigrid_lambda.runtime, with the transfer's setting merged
+    in), for ours and the sink alone."""
+    import boto3
+    from botocore.config import Config
+
+    from omborigrid_export.transfer import transfer_s3_config
+
+    endpoint = params["s3_endpoint"]
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+    config = config.merge(transfer_s3_config(endpoint))
+    return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1", config=config)
+
+
+def _over_tls(job: Any, params: dict[str, Any]) -> Any:
+    """The job with its download URL served through the TLS proxy in front of the simulator (same path and
+    query: the proxy forwards the bytes unchanged), when the run is over TLS."""
+    import dataclasses
+    from urllib.parse import urlsplit, urlunsplit
+
+    base = params.get("download_base")
+    if not base or job.download_url is None:
+        return job
+    url, front = urlsplit(job.download_url), urlsplit(base)
+    return dataclasses.replace(job, download_url=urlunsplit((front.scheme, front.netloc, *url[2:])))
 
 
 def _job(params: dict[str, Any]) -> Any:
     from omborigrid_export.client import OmboriGridClient
 
     client = OmboriGridClient(params["api_url"], params["token"])
-    job = client.get_job(params["job_id"])
+    job = _over_tls(client.get_job(params["job_id"]), params)
     return client, job
 
 
@@ -104,7 +132,7 @@ def sink(params: dict[str, Any]) -> Callable[[], int]:
     from omborigrid_export import checksum
     from omborigrid_export.transfer import choose_part_size
 
-    s3 = _s3(params)
+    s3 = _product_s3(params)
     size = params["size"]
     part = choose_part_size(size, params["part_size"])
     block = os.urandom(part)
@@ -154,18 +182,25 @@ def sink(params: dict[str, Any]) -> Callable[[], int]:
 
 
 def ours(params: dict[str, Any]) -> Callable[[], int]:
+    from omborigrid_export.safehttp import pinned_session_factory
     from omborigrid_export.settings import TransferSettings
-    from omborigrid_export.transfer import Transfer
+    from omborigrid_export.transfer import Landed, Transfer
 
-    s3 = _s3(params)
+    s3 = _product_s3(params)
     client, job = _job(params)
     settings = TransferSettings(part_size=params["part_size"], concurrency=params["concurrency"])
-    transfer = Transfer(s3, settings, allow_local_urls=True)
+    # The product's own download connections (pinned, checked), trusting the run's test CA over TLS: pinned
+    # sessions read nothing of the environment, so the bundle is passed as the product would be given it.
+    sessions = pinned_session_factory(allow_local=True, ca_bundle=os.environ.get("REQUESTS_CA_BUNDLE"))
+    transfer = Transfer(s3, settings, allow_local_urls=True, session_factory=sessions)
+
+    def refresh() -> Any:
+        return _over_tls(client.get_job(job.id), params)
 
     def run() -> int:
-        outcome = transfer.land(job, lambda: client.get_job(job.id), bucket=params["bucket"], key=params["key"])
-        assert outcome.landed is not None
-        return int(outcome.landed.bytes)
+        outcome = transfer.land(job, refresh, bucket=params["bucket"], key=params["key"])
+        assert isinstance(outcome, Landed)
+        return int(outcome.object.bytes)
 
     return run
 
@@ -184,6 +219,48 @@ def upload_fileobj(params: dict[str, Any]) -> Callable[[], int]:
         with requests.get(job.download_url, stream=True, timeout=(10, 60)) as response:
             response.raise_for_status()
             s3.upload_fileobj(response.raw, params["bucket"], params["key"])
+        return int(job.file_size)
+
+    return run
+
+
+def upload_fileobj_crt(params: dict[str, Any]) -> Callable[[], int]:
+    """The same ``upload_fileobj(response.raw)`` through the CRT transfer client (``boto3[crt]``).
+
+    boto3's own switch (``TransferConfig(preferred_transfer_client="crt")``) builds its CRT client for AWS's
+    endpoint and the system trust store: it drops the client's ``endpoint_url`` (its request serializer is
+    made with ``endpoint_url=None``) and passes no CA bundle, so against a local endpoint it would sign for and
+    connect to s3.eu-west-1.amazonaws.com. The same CRT pieces are therefore assembled here from s3transfer's
+    public ``s3transfer.crt`` module, with the endpoint and the test CA: the same native S3 client and transfer
+    manager, pointed at the local endpoint.
+    """
+    import botocore.session
+    import requests
+    from s3transfer.crt import (
+        BotocoreCRTCredentialsWrapper,
+        BotocoreCRTRequestSerializer,
+        CRTTransferManager,
+        create_s3_crt_client,
+    )
+
+    endpoint = params["s3_endpoint"]
+    session = botocore.session.Session()
+    credentials = BotocoreCRTCredentialsWrapper(session.get_credentials()).to_crt_credentials_provider()
+    tls = endpoint.startswith("https")
+    crt_client = create_s3_crt_client(
+        "eu-west-1",
+        crt_credentials_provider=credentials,
+        use_ssl=tls,
+        verify=os.environ.get("AWS_CA_BUNDLE") if tls else None,
+    )
+    serializer = BotocoreCRTRequestSerializer(session, {"region_name": "eu-west-1", "endpoint_url": endpoint})
+    _client, job = _job(params)
+
+    def run() -> int:
+        with requests.get(job.download_url, stream=True, timeout=(10, 60)) as response:
+            response.raise_for_status()
+            with CRTTransferManager(crt_client, serializer) as manager:
+                manager.upload(cast("IO[bytes]", response.raw), params["bucket"], params["key"]).result()
         return int(job.file_size)
 
     return run
@@ -231,10 +308,11 @@ VARIANTS: dict[str, Callable[[dict[str, Any]], Callable[[], int]]] = {
     "sink": sink,
     "ours": ours,
     "upload_fileobj": upload_fileobj,
+    "upload_fileobj-crt": upload_fileobj_crt,
     "smart_open": smart_open_copy,
     "put_object": put_object,
 }
-WRITES_S3 = frozenset({"sink", "ours", "upload_fileobj", "smart_open", "put_object"})
+WRITES_S3 = frozenset({"sink", "ours", "upload_fileobj", "upload_fileobj-crt", "smart_open", "put_object"})
 
 
 def peak_rss_mib() -> float:

@@ -19,6 +19,7 @@ from omborigrid_export.models import ExportRequest, parse_date, validate_tenant_
 from omborigrid_export.polling import PollState
 from omborigrid_export.redact import describe_exception
 from omborigrid_export.tenants import TokenMap
+from omborigrid_export.transfer import transfer_s3_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -165,16 +166,15 @@ def s3_clients(settings: Settings) -> tuple[S3Client, S3Client]:
     try:
         # A session of its own: credentials and endpoints are read from the environment now.
         session = boto3.session.Session()
-        s3 = session.client(
-            "s3",
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 5},
-                max_pool_connections=settings.transfer.concurrency + 4,
-            ),
-        )
         probe = session.client(
             "s3", config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=15)
         )
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=settings.transfer.concurrency + 4
+        )
+        # Over https the transfer's own CRC32 of each part stands: no second SHA-256 of every part. The endpoint
+        # is the one boto3 resolved (AWS's, or AWS_ENDPOINT_URL_S3's).
+        s3 = session.client("s3", config=config.merge(transfer_s3_config(probe.meta.endpoint_url)))
     except (BotoCoreError, ValueError) as exc:
         raise ConfigurationError(f"An S3 client cannot be made: {describe_exception(exc)}.") from None
     if settings.expected_bucket_owner:

@@ -30,10 +30,10 @@ from omborigrid_export.errors import (
     OmboriGridExportError,
     UnexpectedFailure,
 )
-from omborigrid_export.exporter import Continued
 from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from omborigrid_export.polling import PollState
 from omborigrid_export.redact import describe_exception
+from omborigrid_export.transfer import Continued
 
 from .preflight import MAX_JOBS_WITHOUT_YES, RunPlan, check_destination, plan_run, s3_clients
 from .progress import ProgressBar

@@ -15,12 +15,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from omborigrid_export.exporter import Continued
 from omborigrid_export.function_settings import DownloadSettings
 from omborigrid_export.lake_facts import LakeFacts
 from omborigrid_export.lake_signals import LakeSignals
 from omborigrid_export.state import ExportState
-from omborigrid_export.transfer import Checkpoint
+from omborigrid_export.transfer import Checkpoint, Continued
 from omborigrid_lambda import observability, runtime
 from omborigrid_lambda.boundary import typed_failures
 

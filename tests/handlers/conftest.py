@@ -160,6 +160,13 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
                 "EXPORT_BUCKET": aws.bucket,
                 # moto's default account: every S3 call names it as the bucket's expected owner.
                 "EXPORT_BUCKET_OWNER": "123456789012",
+                # As the template's defaults set them.
+                "OMBORIGRID_PROOF_STRICT": "false",
+                "OMBORIGRID_PROOF_TOLERANCE_HOURS": "24",
+                "OMBORIGRID_PROOF_TENANT_COLUMN": "tenantId",
+                "OMBORIGRID_PROOF_EVENT_TIME_COLUMNS": "eventTime,sessionCreated,clientCreated",
+                "OMBORIGRID_ARCHIVE_MAX_RATIO": "100",
+                "OMBORIGRID_ARCHIVE_MAX_INFLATED_GIB": "50",
                 "OMBORIGRID_PART_SIZE_MIB": "8",
                 "OMBORIGRID_TRANSFER_CONCURRENCY": "4",
                 "OMBORIGRID_TRANSFER_ATTEMPTS": "5",

@@ -40,9 +40,9 @@ from omborigrid_export.layout import KeyLayout
 from omborigrid_export.manifest import Manifest
 from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from omborigrid_export.proof import CheckResult, Column, Proof
-from omborigrid_export.settings import MIB, Settings, TransferSettings
+from omborigrid_export.settings import MIB, ArchiveLimits, Settings, TransferSettings
 from omborigrid_export.transfer import LandedObject
-from omborigrid_export.zipmembers import ArchiveLimits, inflate
+from omborigrid_export.zipmembers import inflate
 from tests.conftest import TENANT, free_port, object_keys, open_uploads
 
 DAY = "2026-11-01"
@@ -202,6 +202,9 @@ class TailOnly(io.RawIOBase):
 
 class FooterProver:
     """A real content prover for tests: decodes the footer with pyarrow from the tail alone."""
+
+    def __init__(self, max_tail_bytes: int = 16 * MIB) -> None:
+        self.max_tail_bytes = max_tail_bytes
 
     def tail_length(self, size: int, last8: bytes) -> int:
         return int.from_bytes(last8[:4], "little") + 8
@@ -432,13 +435,12 @@ def test_the_footer_is_proven_from_the_kept_tail_alone_and_a_footer_beyond_it_ca
     events = MEMBERS[f"events/dt={DAY}/part-0.parquet"]
     footer = int.from_bytes(events[-8:-4], "little") + 8
     assert footer < kept < len(events)
-    prover = {"prover_for": lambda _identity, _table: FooterProver()}
-    exporter = make_exporter(api, s3, archive_limits=ArchiveLimits(footer_bytes=kept), **prover)
+    exporter = make_exporter(api, s3, prover_for=lambda _identity, _table: FooterProver(max_tail_bytes=kept))
     result = exporter.land(api.deliver("job-tail", zip_of(MEMBERS)), bucket=bucket)
     assert isinstance(result, Landed)
     assert [f.proof["rows"] for f in result.manifest.files if f.proof] == [3000, 500, 200]
 
-    tight = make_exporter(api, s3, archive_limits=ArchiveLimits(footer_bytes=footer - 1), **prover)
+    tight = make_exporter(api, s3, prover_for=lambda _identity, _table: FooterProver(max_tail_bytes=footer - 1))
     with pytest.raises(IntegrityError, match="cannot be verified"):
         tight.land(api.deliver("job-tight", zip_of(MEMBERS)), bucket=bucket, replace=True)
     assert landed_keys(s3, bucket) == sorted([*member_keys(), result.manifest.manifest_key])
@@ -506,8 +508,7 @@ def test_a_large_member_lands_with_memory_bounded_by_parts_and_the_footer_tail(a
     member = sink.getvalue()
     del big, sink
     assert len(member) > 36 * MIB
-    limits = ArchiveLimits(footer_bytes=4 * MIB)
-    exporter = make_exporter(api, s3, archive_limits=limits, prover_for=lambda _i, _t: FooterProver())
+    exporter = make_exporter(api, s3, prover_for=lambda _i, _t: FooterProver(max_tail_bytes=4 * MIB))
     identity = api.deliver("job-large", zip_of({f"events/dt={DAY}/part-0.parquet": member}))
     tracemalloc.start()
     try:

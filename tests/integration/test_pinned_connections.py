@@ -31,7 +31,7 @@ from omborigrid_export.errors import UnsafeUrl
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
 from omborigrid_export.safehttp import AddressPolicy, pinned_session, pinned_session_factory
 from omborigrid_export.settings import MIB, TransferSettings
-from omborigrid_export.transfer import Transfer
+from omborigrid_export.transfer import Landed, Transfer
 from tests.conftest import TENANT, object_keys, open_uploads
 
 RANGED = TransferSettings(part_size=5 * MIB, concurrency=3, max_attempts=4)
@@ -159,7 +159,7 @@ def test_given_a_stable_name_then_every_connection_of_a_ranged_transfer_is_resol
 
     outcome = transfer.land(job, lambda: job, bucket=bucket, key="k/file")
 
-    assert outcome.landed is not None
+    assert isinstance(outcome, Landed)
     assert s3.get_object(Bucket=bucket, Key="k/file")["Body"].read() == simulator.job_file(job.id).read_bytes()
     by_address = connections.to_port(simulator.port)
     report("stable name, 4 parts, 2 drops, 1 refresh", connections, simulator.port)
@@ -169,7 +169,7 @@ def test_given_a_stable_name_then_every_connection_of_a_ranged_transfer_is_resol
     assert pinned.calls == ["files.sim.test"] * by_address["127.0.0.1"]
     assert connections.refused_addresses() == []
     assert simulator.stats().connections_dropped == 2
-    assert outcome.landed.stats["url_refreshes"] == 1
+    assert outcome.object.stats["url_refreshes"] == 1
 
 
 def test_given_a_name_that_rebinds_to_the_metadata_address_then_no_connection_goes_there(
@@ -258,7 +258,7 @@ def test_given_a_host_whose_encodings_differ_then_the_name_checked_is_the_name_c
         assert_nothing_landed(s3, bucket)
     else:
         outcome = transfer.land(job, lambda: job, bucket=bucket, key="k/file")
-        assert outcome.landed is not None
+        assert isinstance(outcome, Landed)
         assert set(connections.to_port(simulator.port)) == {"127.0.0.1"}
     report(f"{label!r} with the metadata address on the {metadata_on} name", connections, simulator.port)
     assert connections.refused_addresses() == []

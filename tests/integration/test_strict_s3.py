@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from omborigrid_export.client import OmboriGridClient
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
 from omborigrid_export.settings import MIB, TransferSettings
-from omborigrid_export.transfer import Transfer
+from omborigrid_export.transfer import Landed, Transfer
 from tests.conftest import S3_BACKEND_VARIABLE, TENANT, object_keys, open_uploads, s3_backend
 from tests.s3servers import LocalStackS3, LocalStackUnavailable
 
@@ -237,9 +237,10 @@ def test_the_transfer_lands_a_byte_identical_file_with_its_full_object_crc32_on_
     s3 = boto3.client("s3", endpoint_url=strict_s3, region_name="eu-west-1")
     bucket = new_bucket(s3)
     transfer = Transfer(s3, TransferSettings(part_size=5 * MIB, concurrency=3), allow_local_urls=True)
-    landed = transfer.land(job, lambda: api.get_job(job.id), bucket=bucket, key="lake/day.parquet").landed
+    outcome = transfer.land(job, lambda: api.get_job(job.id), bucket=bucket, key="lake/day.parquet")
     expected = simulator.job_file(job.id).read_bytes()
-    assert landed is not None
+    assert isinstance(outcome, Landed)
+    landed = outcome.object
     assert landed.parts == 3
     assert s3.get_object(Bucket=bucket, Key="lake/day.parquet")["Body"].read() == expected
     head = s3.head_object(Bucket=bucket, Key="lake/day.parquet", ChecksumMode="ENABLED")

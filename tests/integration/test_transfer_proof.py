@@ -66,6 +66,8 @@ class TailOnlyFile(io.RawIOBase):
 class FooterProver:
     """Refuses an impossible footer length; proves rows, row groups and schema by decoding the footer."""
 
+    max_tail_bytes = MAX_FOOTER + 8
+
     def __init__(self, events: list[str]) -> None:
         self.events = events
 

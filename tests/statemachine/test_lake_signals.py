@@ -6,8 +6,8 @@ with 0 rows, no alarm: AlertOnEmptyDay is off), one "Export Anomalous" (day 25, 
 ``status`` shows it (human and ``--json``); the OpenLineage START and COMPLETE of every export reach a local
 receiver and are valid.
 
-The manifests' proofs come from the layer's parquet prover, patched into ``runtime.exporter`` by
-``tests/proving_runtime.py`` until the product wires it; everything else is the product: the real ASL, handlers, template and simulator.
+Everything is the product: the real ASL, handlers (each landing proven by the layer's parquet prover), template
+and simulator.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from datetime import date, timedelta
 import pytest
 
 from omborigrid_export_cli.main import main
-from omborigrid_lambda import runtime
 from omborigrid_local.engine import LocalStack
 from omborigrid_local.simulator import Simulator
 from tests.lineage_receiver import Receiver, lineage_errors, lineage_receiver
-from tests.proving_runtime import proving_exporter
 
 from .helpers import DAY, events_for, request_day, start_stack
 from .ops_helpers import assert_outcomes_valid, days_between, ledger_entries, wait_until
@@ -50,21 +48,19 @@ class TestThirtyDaysOfSignals:
     @pytest.fixture(scope="class")
     @classmethod
     def stack(cls, module_simulator: Simulator, receiver: Receiver) -> Iterator[LocalStack]:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(runtime, "exporter", proving_exporter(runtime))
-            local = start_stack(
-                module_simulator,
-                parameters={
-                    "MaxJobsInFlight": CAP,
-                    "PollInitialSeconds": 60,
-                    "PollMaxSeconds": 60,
-                    "LineageEndpoint": receiver.endpoint,
-                },
-            )
-            try:
-                yield local
-            finally:
-                local.close()
+        local = start_stack(
+            module_simulator,
+            parameters={
+                "MaxJobsInFlight": CAP,
+                "PollInitialSeconds": 60,
+                "PollMaxSeconds": 60,
+                "LineageEndpoint": receiver.endpoint,
+            },
+        )
+        try:
+            yield local
+        finally:
+            local.close()
 
     @pytest.mark.timeout(600)
     def test_one_schema_change_one_empty_day_one_anomaly_and_lineage(

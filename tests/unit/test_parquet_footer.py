@@ -10,6 +10,7 @@ converted types only, unknown fields and types, and each malformation the decode
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import decimal
 import json
@@ -132,7 +133,7 @@ Writer = Callable[[Path], None]
 def corpus() -> Iterator[tuple[str, Writer]]:
     table = every_type_table(60)
     for codec in CODECS:
-        yield f"types-{codec}", lambda p, c=codec: pq.write_table(table, p, compression=c)
+        yield f"types-{codec}", lambda p, c=codec: pq.write_table(table, p, compression=c)  # type: ignore[misc]
     yield "types-no-dictionary", lambda p: pq.write_table(table, p, use_dictionary=False)
     yield "types-no-statistics", lambda p: pq.write_table(table, p, write_statistics=False)
     yield "types-some-statistics", lambda p: pq.write_table(table, p, write_statistics=["i32", "str", "ts_ns"])
@@ -396,7 +397,7 @@ class Thrift:
         return cls.varint(len(raw)) + raw
 
     @classmethod
-    def struct(cls, *fields: tuple[int, int, bytes]) -> bytes:
+    def struct(cls, *fields: tuple[builtins.int, builtins.int, bytes]) -> bytes:
         """Fields as (id, wire type, encoded value); booleans as (id, TRUE or FALSE, b"")."""
         out, last = bytearray(), 0
         for field_id, wire, value in fields:
@@ -407,7 +408,7 @@ class Thrift:
         return bytes(out + b"\x00")
 
     @classmethod
-    def list(cls, wire: int, items: list[bytes]) -> bytes:
+    def list(cls, wire: builtins.int, items: builtins.list[bytes]) -> bytes:
         header = bytes([len(items) << 4 | wire]) if len(items) < 15 else bytes([0xF0 | wire]) + cls.varint(len(items))
         return header + b"".join(items)
 

@@ -111,7 +111,7 @@ def test_every_member_of_a_simulator_zip_is_proven_by_its_own_time_column(tmp_pa
     path = tmp_path / "delivery.zip"
     generate(DeliverySpec(TENANT, "2024-04-11", "2024-04-12", delivery="zip", rows_per_day=800), path)
     prover = ParquetProver(identity(first=dt.date(2024, 4, 11)))
-    fingerprints = {}
+    fingerprints: dict[str, set[str]] = {}
     with zipfile.ZipFile(path) as archive:
         for name in archive.namelist():
             proof = prove(archive.read(name), prover)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,12 +17,14 @@ from omborigrid_export.function_settings import (
     StartExportSettings,
 )
 from omborigrid_export.layout import DEFAULT_ARCHIVE_KEY_TEMPLATE, DEFAULT_KEY_TEMPLATE, KeyLayout
+from omborigrid_export.parquet_proof import ProofPolicy
 from omborigrid_export.settings import (
     DEFAULT_API_URL,
     DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_PART_SIZE,
     MIB,
+    ArchiveLimits,
     Settings,
     TransferSettings,
 )
@@ -259,6 +262,12 @@ DOWNLOAD = {
     "LEDGER_TABLE": "ledger",
     "EXPORT_BUCKET": "lake",
     "EXPORT_BUCKET_OWNER": "123456789012",
+    "OMBORIGRID_PROOF_STRICT": "true",
+    "OMBORIGRID_PROOF_TOLERANCE_HOURS": "36",
+    "OMBORIGRID_PROOF_TENANT_COLUMN": "tenant",
+    "OMBORIGRID_PROOF_EVENT_TIME_COLUMNS": "ts, createdAt",
+    "OMBORIGRID_ARCHIVE_MAX_RATIO": "40",
+    "OMBORIGRID_ARCHIVE_MAX_INFLATED_GIB": "2",
     "OMBORIGRID_PART_SIZE_MIB": "16",
     "OMBORIGRID_TRANSFER_CONCURRENCY": "4",
     "OMBORIGRID_TRANSFER_ATTEMPTS": "3",
@@ -308,8 +317,14 @@ def test_given_the_download_environment_then_the_transfer_and_landing_values_par
     local = DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_ALLOW_LOCAL_URLS": "1"})
     assert local.export.allow_local_urls is True
     assert settings.export.expected_bucket_owner == "123456789012"
-    with pytest.raises(ConfigurationError, match="12-digit"):
-        DownloadSettings.from_env({**DOWNLOAD, "EXPORT_BUCKET_OWNER": "acme"})
+    proof = settings.export.proof
+    assert (proof.strict, proof.tolerance, proof.tenant_column) == (True, timedelta(hours=36), "tenant")
+    assert proof.event_time_columns == ("ts", "createdAt")
+    assert (settings.export.archive.max_ratio, settings.export.archive.max_inflated_bytes) == (40.0, 2 * 1024**3)
+    with pytest.raises(ConfigurationError, match="OMBORIGRID_PROOF_TOLERANCE_HOURS must be a whole number"):
+        DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_PROOF_TOLERANCE_HOURS": "a day"})
+    with pytest.raises(ConfigurationError, match="archive limits"):
+        DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_ARCHIVE_MAX_RATIO": "0"})
     signals = settings.signals
     assert (signals.event_bus, signals.lineage_endpoint, signals.catalog_database) == ("omborigrid-export", None, None)
     assert (signals.rule.history_days, signals.rule.min_history, signals.rule.low_ratio) == (21, 10, 0.25)
@@ -318,6 +333,17 @@ def test_given_the_download_environment_then_the_transfer_and_landing_values_par
         "same-weekday",
         True,
     )
+
+
+def test_given_no_proof_variables_then_the_cli_proves_with_the_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.proof == ProofPolicy()
+    assert settings.archive == ArchiveLimits()
+    strict = Settings.from_env({"OMBORIGRID_PROOF_STRICT": "1", "OMBORIGRID_PROOF_EVENT_TIME_COLUMNS": " , "})
+    assert strict.proof.strict is True
+    assert strict.proof.event_time_columns == ProofPolicy().event_time_columns
+    with pytest.raises(ConfigurationError, match="12-digit"):
+        DownloadSettings.from_env({**DOWNLOAD, "EXPORT_BUCKET_OWNER": "acme"})
 
 
 def test_given_an_empty_tenant_list_then_no_tenant_is_scheduled() -> None:

@@ -36,6 +36,7 @@ from .manifest import read_manifest_at
 from .models import ExportJob, JobIdentity, validate_job_id
 from .proof import ContentProver, Proof
 from .redact import describe_exception
+from .settings import ArchiveLimits
 from .transfer import (
     DEADLINE_MARGIN_SECONDS,
     PARQUET_MAGIC,
@@ -44,7 +45,7 @@ from .transfer import (
     MultipartUpload,
     choose_part_size,
 )
-from .zipmembers import ArchiveLimits, MemberPlan, S3RangeReader, inflate, open_archive, plan_members
+from .zipmembers import MemberPlan, S3RangeReader, inflate, open_archive, plan_members
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -54,7 +55,8 @@ logger = logging.getLogger(__name__)
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 
 #: Builds the prover for one table of one job (the parquet footer checks of DESIGN "Proof of a landing").
-ProverFactory = Callable[[JobIdentity, str], ContentProver]
+#: The content prover of one file of an identity: an archive member's table, or None for a single-file delivery.
+ProverFactory = Callable[[JobIdentity, str | None], ContentProver]
 
 
 class _Tail:
@@ -207,14 +209,19 @@ class ArchiveLander:
             self._s3, bucket, plan.key, job, size=size, part_size=choose_part_size(size, self._part_size)
         )
         try:
-            tail = self._upload_parts(upload, itertools.chain(first, stream), identity)
-            return _Staged(plan, upload, upload.combined_crc(), self._prove(plan, tail, identity), started)
+            prover = None if self._prover_for is None else self._prover_for(identity, plan.table)
+            # Enough of the end is kept to prove the member (at least its magic bytes without a prover).
+            keep = len(PARQUET_MAGIC) if prover is None else prover.max_tail_bytes
+            tail = self._upload_parts(upload, itertools.chain(first, stream), identity, keep)
+            return _Staged(plan, upload, upload.combined_crc(), self._prove(plan, tail, prover), started)
         except BaseException:
             upload.abort()
             raise
 
-    def _upload_parts(self, upload: MultipartUpload, chunks: Iterator[bytes], identity: JobIdentity) -> _Tail:
-        buffer, tail, number = ChunkBuffer(), _Tail(self._limits.footer_bytes), 1
+    def _upload_parts(
+        self, upload: MultipartUpload, chunks: Iterator[bytes], identity: JobIdentity, keep: int
+    ) -> _Tail:
+        buffer, tail, number = ChunkBuffer(), _Tail(keep), 1
         for chunk in chunks:
             buffer.append(chunk)
             tail.add(chunk)
@@ -226,13 +233,13 @@ class ArchiveLander:
             upload.add(upload.upload_part(number, buffer.take(len(buffer)), (number - 1) * upload.part_size))
         return tail
 
-    def _prove(self, plan: MemberPlan, tail: _Tail, identity: JobIdentity) -> Proof | None:
+    @staticmethod
+    def _prove(plan: MemberPlan, tail: _Tail, prover: ContentProver | None) -> Proof | None:
         name, size = plan.info.filename, plan.info.file_size
         if tail.last(len(PARQUET_MAGIC)) != PARQUET_MAGIC:
             raise IntegrityError(f"Archive member {name!r} does not end like a parquet file.")
-        if self._prover_for is None:
+        if prover is None:
             return None
-        prover = self._prover_for(identity, plan.table)
         needed = prover.tail_length(size, tail.last(8))
         if needed > len(tail):
             raise IntegrityError(
@@ -252,7 +259,7 @@ class ArchiveLander:
         if self._prover_for is not None:
             prover = self._prover_for(identity, plan.table)
             needed = prover.tail_length(size, self._read(bucket, plan.key, max(0, size - 8)))
-            if needed > self._limits.footer_bytes:
+            if needed > prover.max_tail_bytes:
                 raise IntegrityError(f"The parquet footer of {plan.key} is too large to be verified ({needed} bytes).")
             proof = prover.prove(self._read(bucket, plan.key, max(0, size - needed)), size)
         landed = LandedObject(

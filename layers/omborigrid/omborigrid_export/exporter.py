@@ -23,20 +23,20 @@ from .client import OmboriGridClient
 from .errors import ExportFailed, GarbledResponse, IntegrityError, OmboriGridExportError
 from .manifest import Manifest, build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
+from .parquet_proof import ParquetProver
 from .polling import PollState
-from .proof import Proof
 from .redact import describe_exception
-from .settings import Settings
+from .settings import ArchiveLimits, Settings
 from .transfer import (
     ZIP_LOCAL_HEADER,
     Checkpoint,
     CheckpointSink,
+    Continued,
     LandedObject,
     ProgressCallback,
     Transfer,
     TransferOutcome,
 )
-from .zipmembers import ArchiveLimits
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -51,13 +51,8 @@ class Landed:
     manifest: Manifest
 
 
-@dataclass(frozen=True, slots=True)
-class Continued:
-    """The invocation's time ran low first: land again with ``resume=checkpoint``."""
-
-    checkpoint: Checkpoint
-
-
+#: A landing either finished (``Landed``) or ran out of the invocation's time first (``Continued``, the
+#: transfer's own: land again with ``resume=checkpoint``).
 LandingResult = Landed | Continued
 
 
@@ -80,8 +75,11 @@ class Exporter:
         self._session_factory = session_factory
         self._progress = progress
         self._now = now
-        self._prover_for = prover_for
-        self._archive_limits = archive_limits or ArchiveLimits()
+        # Every landing is proven from its parquet footer, unless a caller passes another prover.
+        self._prover_for: ProverFactory = prover_for or (
+            lambda identity, _table: ParquetProver(identity, settings.proof)
+        )
+        self._archive_limits = archive_limits or settings.archive
 
     def create(self, request: ExportRequest) -> ExportJob:
         return self.client.create_job(request)
@@ -176,19 +174,17 @@ class Exporter:
             time_left=time_left,
             keep_upload_on_failure=keep_upload_on_failure,
             on_checkpoint=on_checkpoint,
+            # An archive is proven member by member once it is staged; a single file before it is published.
+            prover=None if is_archive else self._prover_for(identity, None),
         )
-        if outcome.checkpoint is not None:
-            return Continued(outcome.checkpoint)
-        if outcome.landed is None:
-            raise ExportFailed(f"The transfer of {identity.label} ended with neither a file nor a checkpoint.")
+        if isinstance(outcome, Continued):
+            return outcome
         if is_archive:
-            manifest = self._land_archive(identity, job, outcome.landed, replace=replace, time_left=time_left)
-        elif outcome.landed.already_existed:
-            return Landed(self._committed(identity, job, outcome.landed))
+            manifest = self._land_archive(identity, job, outcome.object, replace=replace, time_left=time_left)
+        elif outcome.object.already_existed:
+            return Landed(self._committed(identity, job, outcome.object))
         else:
-            manifest = build_manifest(
-                identity, job, outcome.landed, proof=_proof_of(outcome.landed), landed_at=self._now()
-            )
+            manifest = build_manifest(identity, job, outcome.object, proof=outcome.proof, landed_at=self._now())
             write_manifest(self.s3, manifest)
         if replace and previous_manifest_key:
             self._remove_replaced(bucket, previous_manifest_key, manifest)
@@ -205,7 +201,8 @@ class Exporter:
             before = None
         if before is not None and before.is_for(identity) and before.names(existing.key):
             return before.as_already_existed()
-        manifest = build_manifest(identity, job, existing, proof=_proof_of(existing), landed_at=self._now())
+        # Verified when it landed; a run that died before its manifest left no proof of it to record.
+        manifest = build_manifest(identity, job, existing, proof=None, landed_at=self._now())
         write_manifest(self.s3, manifest)
         return manifest.as_already_existed()
 
@@ -276,10 +273,3 @@ class Exporter:
                 logger.warning("could not remove the replaced file %s: %s", key, describe_exception(exc))
         if removed:
             logger.info("removed %d files replaced by job %s", removed, manifest.job_id)
-
-
-def _proof_of(landed: LandedObject) -> Proof | None:
-    """The content proof the transfer made of a single file (``LandedObject.proof``, once the transfer
-    proves content; until then there is none)."""
-    proof: Proof | None = getattr(landed, "proof", None)
-    return proof

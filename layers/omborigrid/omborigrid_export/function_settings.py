@@ -20,7 +20,16 @@ from .errors import ConfigurationError
 from .lake_signals import SignalSettings
 from .layout import KeyLayout
 from .scheduling import zone
-from .settings import MIB, Settings, TransferSettings, is_on
+from .settings import (
+    ARCHIVE_VARIABLES,
+    MIB,
+    PROOF_VARIABLES,
+    Settings,
+    TransferSettings,
+    archive_limits_from,
+    is_on,
+    proof_policy_from,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,7 @@ class DownloadSettings:
         Variable("LEDGER_TABLE"),
         Variable("EXPORT_BUCKET"),
         Variable("EXPORT_BUCKET_OWNER"),
+        *(Variable(name) for name in (*PROOF_VARIABLES, *ARCHIVE_VARIABLES)),
         *(Variable(name) for name in SignalSettings.VARIABLES),
         #: Caps an invocation's transfer time below Lambda's remaining time (tests and tuning).
         Variable("DOWNLOAD_TIME_BUDGET_SECONDS", required=False),
@@ -177,7 +187,10 @@ class DownloadSettings:
                 raise ConfigurationError(f"DOWNLOAD_TIME_BUDGET_SECONDS must be at least 1 second, not {budget:g}.")
         return cls(
             export=dataclasses.replace(
-                env.export_settings(transfer), expected_bucket_owner=env.name("EXPORT_BUCKET_OWNER")
+                env.export_settings(transfer),
+                expected_bucket_owner=env.name("EXPORT_BUCKET_OWNER"),
+                proof=proof_policy_from({name: env.text(name) for name in PROOF_VARIABLES}),
+                archive=archive_limits_from({name: env.text(name) for name in ARCHIVE_VARIABLES}),
             ),
             ledger_table=env.name("LEDGER_TABLE"),
             bucket=env.name("EXPORT_BUCKET"),

@@ -85,6 +85,11 @@ class ParquetProver:
         self._identity = identity
         self._policy = policy or ProofPolicy()
 
+    @property
+    def max_tail_bytes(self) -> int:
+        """The footer cap and the 8-byte trailer (length and magic) after it."""
+        return self._policy.max_footer_bytes + TRAILER_LENGTH
+
     def tail_length(self, size: int, last8: bytes) -> int:
         return footer_length(size, last8, max_footer_bytes=self._policy.max_footer_bytes) + TRAILER_LENGTH
 

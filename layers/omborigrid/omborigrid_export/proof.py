@@ -84,6 +84,11 @@ class Proof:
 class ContentProver(Protocol):
     """Proves one file's content from its tail; raises IntegrityError when the file is not what was asked."""
 
+    #: The most trailing bytes ``tail_length`` may ask for: what a stream or an archive member keeps in memory
+    #: to prove it (the one statement of that bound).
+    @property
+    def max_tail_bytes(self) -> int: ...
+
     def tail_length(self, size: int, last8: bytes) -> int:
         """How many trailing bytes ``prove`` needs, from the file's size and its last 8 bytes."""
         ...

@@ -160,10 +160,16 @@ class PinnedAdapter(HTTPAdapter):
         )
 
 
-def pinned_session(policy: AddressPolicy) -> requests.Session:
-    """A session that connects only to checked addresses and ignores proxy and netrc settings of the environment."""
+def pinned_session(policy: AddressPolicy, *, ca_bundle: str | None = None) -> requests.Session:
+    """A session that connects only to checked addresses and ignores proxy and netrc settings of the environment.
+
+    TLS is verified against the system's trusted CAs, or only those of ``ca_bundle`` (a file) when given: the
+    environment's REQUESTS_CA_BUNDLE is not read, as nothing of the environment is.
+    """
     session = requests.Session()
     session.trust_env = False
+    if ca_bundle is not None:
+        session.verify = ca_bundle
     session.proxies.clear()
     adapter = PinnedAdapter(policy)
     session.mount("https://", adapter)
@@ -172,8 +178,8 @@ def pinned_session(policy: AddressPolicy) -> requests.Session:
 
 
 def pinned_session_factory(
-    *, allow_local: bool, resolver: Resolver = system_resolver
+    *, allow_local: bool, resolver: Resolver = system_resolver, ca_bundle: str | None = None
 ) -> Callable[[], requests.Session]:
     """What ``Transfer(session_factory=...)`` takes: a new pinned session per call, all sharing one policy."""
     policy = AddressPolicy(allow_local=allow_local, resolver=resolver)
-    return lambda: pinned_session(policy)
+    return lambda: pinned_session(policy, ca_bundle=ca_bundle)

@@ -12,10 +12,12 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidInput
 from .layout import DEFAULT_ARCHIVE_KEY_TEMPLATE, DEFAULT_KEY_TEMPLATE, KeyLayout
+from .parquet_proof import ProofPolicy
 
 DEFAULT_API_URL = "https://api.omborigrid.com"
 _ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
@@ -55,6 +57,21 @@ class TransferSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveLimits:
+    """Bounds on what an archive may inflate to: a zip bomb is refused from its central directory."""
+
+    #: Largest inflated/compressed ratio of one member (members under 1 MiB inflated are not judged).
+    max_ratio: float = 100.0
+    #: Largest total inflated size of the members landed from one archive.
+    max_inflated_bytes: int = 50 * 1024**3
+    max_members: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.max_ratio < 1 or self.max_inflated_bytes < 1 or self.max_members < 1:
+            raise ConfigurationError("The archive limits must be positive (a compression ratio of at least 1).")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     api_url: str = DEFAULT_API_URL
     #: The token itself (CLI, local runs). In Lambda the token comes from Secrets Manager instead.
@@ -69,6 +86,10 @@ class Settings:
     archive_layout: KeyLayout = field(default_factory=lambda: KeyLayout(template=DEFAULT_ARCHIVE_KEY_TEMPLATE))
     #: Written by the CLI (from --dest), read by nothing: the bucket is passed to each landing.
     bucket: str | None = None
+    #: What a landing's content proof checks (the parquet footer; DESIGN "Proof of a landing").
+    proof: ProofPolicy = field(default_factory=ProofPolicy)
+    #: Bounds on what an archive delivery may inflate to.
+    archive: ArchiveLimits = field(default_factory=ArchiveLimits)
     #: The AWS account that must own the bucket (EXPORT_BUCKET_OWNER): every S3 call names it as
     #: ExpectedBucketOwner, so a bucket of another account is never written (omborigrid_export.bucket_owner).
     expected_bucket_owner: str | None = None
@@ -112,6 +133,8 @@ class Settings:
             transfer=transfer,
             layout=layout,
             archive_layout=archive_layout,
+            proof=proof_policy_from(env),
+            archive=archive_limits_from(env),
         )
 
 
@@ -146,6 +169,43 @@ def check_tenant_segment(layout: KeyLayout, name: str) -> None:
                 "placeholder, so two tenants could land under the same key; give {tenantId} a path segment of "
                 "its own (such as tenant={tenantId})."
             )
+
+
+#: The variables of the content proof and of the archive bounds: the Download function's (the template sets
+#: each) and the CLI's (each optional there, the defaults of ProofPolicy and ArchiveLimits when unset).
+PROOF_VARIABLES = (
+    "OMBORIGRID_PROOF_STRICT",
+    "OMBORIGRID_PROOF_TOLERANCE_HOURS",
+    "OMBORIGRID_PROOF_TENANT_COLUMN",
+    "OMBORIGRID_PROOF_EVENT_TIME_COLUMNS",
+)
+ARCHIVE_VARIABLES = ("OMBORIGRID_ARCHIVE_MAX_RATIO", "OMBORIGRID_ARCHIVE_MAX_INFLATED_GIB")
+
+
+def proof_policy_from(env: Mapping[str, str]) -> ProofPolicy:
+    """What a landing's proof checks, from PROOF_VARIABLES ("" or absent: the default)."""
+    default = ProofPolicy()
+    columns = tuple(c.strip() for c in env.get("OMBORIGRID_PROOF_EVENT_TIME_COLUMNS", "").split(",") if c.strip())
+    hours = _int(env, "OMBORIGRID_PROOF_TOLERANCE_HOURS", int(default.tolerance.total_seconds() // 3600))
+    try:
+        return ProofPolicy(
+            tenant_column=env.get("OMBORIGRID_PROOF_TENANT_COLUMN", "").strip() or default.tenant_column,
+            event_time_columns=columns or default.event_time_columns,
+            tolerance=timedelta(hours=hours),
+            strict=is_on(env.get("OMBORIGRID_PROOF_STRICT", "")),
+        )
+    except InvalidInput as exc:
+        raise ConfigurationError(f"The content proof settings are not acceptable: {exc}") from None
+
+
+def archive_limits_from(env: Mapping[str, str]) -> ArchiveLimits:
+    """Bounds on an archive's inflation, from ARCHIVE_VARIABLES ("" or absent: the default)."""
+    default = ArchiveLimits()
+    return ArchiveLimits(
+        max_ratio=float(_int(env, "OMBORIGRID_ARCHIVE_MAX_RATIO", int(default.max_ratio))),
+        max_inflated_bytes=_int(env, "OMBORIGRID_ARCHIVE_MAX_INFLATED_GIB", default.max_inflated_bytes // 1024**3)
+        * 1024**3,
+    )
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -22,11 +22,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .errors import ConfigurationError, IntegrityError, TransferFailed
+from .errors import IntegrityError, TransferFailed
 from .layout import KeyLayout
 from .models import ExportRequest, JobIdentity
 from .redact import describe_exception
-from .settings import MIB
+from .settings import MIB, ArchiveLimits
 from .transfer import SeekableReader
 
 if TYPE_CHECKING:
@@ -41,23 +41,6 @@ _LOCAL_SIGNATURE = b"PK\x03\x04"
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, zlib.error, EOFError, ValueError)
 READ_BLOCK = 8 * MIB
 _INFLATE_BLOCK = 1 * MIB
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveLimits:
-    """Bounds on what an archive may inflate to: a zip bomb is refused from its central directory."""
-
-    #: Largest inflated/compressed ratio of one member (members under 1 MiB inflated are not judged).
-    max_ratio: float = 100.0
-    #: Largest total inflated size of the members landed from one archive.
-    max_inflated_bytes: int = 50 * 1024**3
-    max_members: int = 10_000
-    #: Trailing bytes of each member kept in memory for its footer proof.
-    footer_bytes: int = 16 * MIB
-
-    def __post_init__(self) -> None:
-        if self.max_ratio < 1 or self.max_inflated_bytes < 1 or self.max_members < 1 or self.footer_bytes < 8:
-            raise ConfigurationError("The archive limits must be positive (ratio at least 1, footer at least 8 bytes).")
 
 
 class S3RangeReader(SeekableReader):

@@ -25,6 +25,7 @@ from omborigrid_export.redact import describe_exception, register_secret
 from omborigrid_export.settings import Settings
 from omborigrid_export.tenant_health import TenantHealthStore
 from omborigrid_export.tenants import TenantClient, TokenMap
+from omborigrid_export.transfer import transfer_s3_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -164,9 +165,9 @@ def aws(service: str) -> Any:
 @cache
 def s3(expected_owner: str | None = None) -> S3Client:
     """An S3 client; with ``expected_owner`` every call it makes names that account as the bucket's owner."""
-    result: S3Client = boto3.client(
-        "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-    )
+    # Over https the transfer's own CRC32 of each part stands: no second SHA-256 of every part (transfer_s3_config).
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+    result: S3Client = boto3.client("s3", config=config.merge(transfer_s3_config()))
     if expected_owner:
         pin_bucket_owner(result, expected_owner)
     return result

@@ -15,7 +15,8 @@ surface, and no module imports another's private name:
 * :mod:`.checkpoint` and :mod:`.results` — the checkpoint codec and the outcome types (neither imports the
   engine).
 * :mod:`.content` — content kinds, by bytes; :mod:`.limits` — S3's limits and part sizing; :mod:`.context` —
-  the collaborators a copy is handed.
+  the collaborators a copy is handed; :mod:`.s3config` — the S3 client setting the transfer is cheapest with
+  (no SHA-256 of part bodies over TLS).
 
 Memory is bounded by (parts in flight) × (part size), whatever the file size. Nothing is visible under the
 final key until CompleteMultipartUpload, which happens only after the size, the file format and a full-object
@@ -33,13 +34,13 @@ from .limits import (
     DEADLINE_MARGIN_SECONDS,
     MAX_OBJECT_SIZE,
     MAX_PARTS,
-    STREAMED_PROOF_TAIL_BYTES,
     choose_part_size,
 )
 from .manager import Transfer
 from .multipart import MultipartUpload, PartRecord, UploadGone, find_existing, verify_recorded
 from .proving import prove_from_stream_tail, prove_with_ranges
 from .results import Continued, Landed, LandedObject, TransferOutcome
+from .s3config import transfer_s3_config
 from .source import JobRefresher
 from .streamed import StreamedParts
 
@@ -49,7 +50,6 @@ __all__ = [
     "MAX_OBJECT_SIZE",
     "MAX_PARTS",
     "PARQUET_MAGIC",
-    "STREAMED_PROOF_TAIL_BYTES",
     "TAIL_BYTES",
     "ZIP_END_OF_CENTRAL_DIR",
     "ZIP_LOCAL_HEADER",
@@ -76,5 +76,6 @@ __all__ = [
     "find_existing",
     "prove_from_stream_tail",
     "prove_with_ranges",
+    "transfer_s3_config",
     "verify_recorded",
 ]

@@ -1,7 +1,7 @@
 """Where a part's bytes are held between being read and being uploaded.
 
 Memory is the transfer's bound (parts in flight × part size), so each holder avoids copies: a ranged part is
-read straight into one anonymous memory map (:class:`PartBuffer`); a stream is kept as its chunks and joined
+read straight into an anonymous memory map lent by a pool that reuses them (:class:`PartBufferPool`); a stream is kept as its chunks and joined
 once per part (:class:`ChunkBuffer`), and its end as the same chunks (:class:`RollingTail`); boto3 reads a
 part through a seekable view (:class:`PartBody`).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import mmap
+import threading
 from collections import deque
 from typing import Any
 
@@ -63,25 +64,76 @@ class PartBody(SeekableReader):
 
 
 class PartBuffer:
-    """One part's bytes in an anonymous memory map.
+    """One part's bytes, in a memory map lent by a :class:`PartBufferPool` (or one of its own).
 
-    A memory map is returned to the system as soon as it is closed: heap buffers of a part's size are kept by
-    the allocator's per-thread arenas after they are freed, which made the peak memory grow well past
-    parts-in-flight × part size.
+    :meth:`view` is the part's bytes (the first ``length`` of the map); :meth:`close` gives the map back.
     """
 
-    def __init__(self, length: int) -> None:
-        self.map = mmap.mmap(-1, length)
+    def __init__(self, length: int, *, pool: PartBufferPool | None = None, map_: mmap.mmap | None = None) -> None:
+        self.map = map_ if map_ is not None else mmap.mmap(-1, length)
         self.length = length
+        self._pool = pool
 
     def __len__(self) -> int:
         return self.length
 
+    def view(self) -> memoryview:
+        """The part's bytes (release the view before :meth:`close`)."""
+        with memoryview(self.map) as whole:
+            return whole[: self.length]
+
     def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.give_back(self.map)
+            return
         # A view may still be referenced (e.g. by the traceback of a failed read): then the mapping is
         # unmapped when the last view goes.
         with contextlib.suppress(BufferError):
             self.map.close()
+
+
+class PartBufferPool:
+    """Memory maps of one part size, reused from part to part (thread-safe); close it to unmap them.
+
+    Anonymous maps, not heap buffers: a heap buffer of a part's size is kept by the allocator's per-thread
+    arenas after it is freed, which made the peak memory grow well past parts-in-flight × part size; a map is
+    returned to the system when it is closed. Reused, not made per part: a fresh map costs a page fault and a
+    zeroed page for every 4 KiB written into it and an munmap at the end (about 0.3 CPU-seconds per GiB here,
+    measured in BENCHMARKS.md). At most ``keep`` maps are kept for reuse, so memory stays at most what was
+    held at once.
+    """
+
+    def __init__(self, part_size: int, *, keep: int) -> None:
+        self.part_size = part_size
+        self._keep = keep
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, length: int) -> PartBuffer:
+        """A buffer for ``length`` bytes (at most the part size)."""
+        if length > self.part_size:
+            raise ValueError(f"a part of {length} bytes does not fit the pool's {self.part_size}-byte buffers")
+        with self._lock:
+            reused = self._free.pop() if self._free else None
+        return PartBuffer(length, pool=self, map_=reused if reused is not None else mmap.mmap(-1, self.part_size))
+
+    def give_back(self, map_: mmap.mmap) -> None:
+        with self._lock:
+            if not self._closed and len(self._free) < self._keep:
+                self._free.append(map_)
+                return
+        with contextlib.suppress(BufferError):
+            map_.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            free, self._free = self._free, []
+        for map_ in free:
+            with contextlib.suppress(BufferError):
+                map_.close()
 
 
 class ChunkBuffer:

@@ -19,9 +19,6 @@ CHUNK = 1 * MIB
 MAX_REDIRECTS = 5
 #: Seconds kept in hand when a deadline is given, on top of twice the slowest part.
 DEADLINE_MARGIN_SECONDS = 5.0
-#: The most of a stream's end kept in memory for the content proof (the parquet footer) when the source does
-#: not serve ranges: the footer cannot be read again afterwards. Adds to the stream's memory bound.
-STREAMED_PROOF_TAIL_BYTES = 16 * MIB
 #: How often a running transfer hands a checkpoint to ``on_checkpoint`` (for crash recovery).
 CHECKPOINT_EVERY_SECONDS = 20.0
 

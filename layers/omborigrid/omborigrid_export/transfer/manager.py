@@ -30,7 +30,7 @@ from ..urlsafety import Resolver, system_resolver
 from .checkpoint import Checkpoint
 from .content import ContentKind
 from .context import CheckpointSink, Clock, CopyContext, ProgressCallback, Sleep, TimeLeft
-from .limits import CHECKPOINT_EVERY_SECONDS, STREAMED_PROOF_TAIL_BYTES, choose_part_size
+from .limits import CHECKPOINT_EVERY_SECONDS, choose_part_size
 from .multipart import MultipartUpload, UploadGone, find_existing, verify_recorded
 from .proving import prove_from_stream_tail, prove_with_ranges
 from .ranged import RangedCopy
@@ -254,7 +254,7 @@ class Transfer:
 
     def _stream(self, landing: _Landing, upload: MultipartUpload, first: requests.Response | None) -> Proof | None:
         """Stream mode: copy the stream, keeping its tail for the proof, which is checked before completion."""
-        keep = STREAMED_PROOF_TAIL_BYTES if landing.prover is not None else 0
+        keep = landing.prover.max_tail_bytes if landing.prover is not None else 0
         copy = StreamedCopy(landing.source, upload, landing.copy, first=first, keep_tail=keep)
         copy.run()
         if landing.prover is None:

@@ -233,7 +233,7 @@ class MultipartUpload:
     def upload_and_release(self, number: int, data: PartBuffer, start: int) -> PartRecord:
         """Upload a part held in a memory map, then give the map back."""
         try:
-            with memoryview(data.map) as view:
+            with data.view() as view:
                 return self.upload_part(number, view, start)
         finally:
             data.close()

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from ..errors import IntegrityError, TransferFailed
-from .buffers import PartBuffer
+from .buffers import PartBuffer, PartBufferPool
 from .context import CopyContext
 from .limits import CHUNK, DEADLINE_MARGIN_SECONDS
 from .multipart import MultipartUpload, PartRecord
@@ -55,6 +55,7 @@ class RangedCopy:
         self._todo = deque(upload.missing_parts())
         self._concurrency = min(context.settings.concurrency, max(1, len(self._todo)))
         self._held = parts_held(self._concurrency)
+        self._buffers = PartBufferPool(upload.part_size, keep=self._held)
         self._fetching: set[Future[_Fetched]] = set()
         self._uploading: set[Future[PartRecord]] = set()
         self._slowest = 0.0
@@ -62,26 +63,33 @@ class RangedCopy:
 
     def run(self) -> bool:
         """Fetch and upload every missing part. False when the deadline stopped it early."""
-        with (
-            ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="fetch") as fetch_pool,
-            ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="upload") as upload_pool,
-        ):
-            try:
-                while self._todo or self._fetching or self._uploading:
-                    self._start_fetches(fetch_pool)
-                    if not self._fetching and not self._uploading:
-                        break
-                    done, _ = wait(self._pending(), return_when=FIRST_COMPLETED)
-                    self._harvest(done, upload_pool)
-                    self._save_checkpoint_when_due()
-            except BaseException:
-                for future in self._pending():
-                    future.cancel()
-                raise
-            finally:
-                if self._first is not None:
-                    self._first.close()
+        try:
+            with (
+                ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="fetch") as fetch_pool,
+                ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="upload") as upload_pool,
+            ):
+                self._loop(fetch_pool, upload_pool)
+        finally:
+            # Both thread pools have finished here, so no part is being read into or uploaded from a buffer.
+            self._buffers.close()
         return not self._upload.missing_parts()
+
+    def _loop(self, fetch_pool: ThreadPoolExecutor, upload_pool: ThreadPoolExecutor) -> None:
+        try:
+            while self._todo or self._fetching or self._uploading:
+                self._start_fetches(fetch_pool)
+                if not self._fetching and not self._uploading:
+                    break
+                done, _ = wait(self._pending(), return_when=FIRST_COMPLETED)
+                self._harvest(done, upload_pool)
+                self._save_checkpoint_when_due()
+        except BaseException:
+            for future in self._pending():
+                future.cancel()
+            raise
+        finally:
+            if self._first is not None:
+                self._first.close()
 
     def _pending(self) -> list[Future[Any]]:
         return [*self._fetching, *self._uploading]
@@ -125,8 +133,8 @@ class RangedCopy:
     def _fetch_part(self, number: int, opened: requests.Response | None) -> PartBuffer:
         """The bytes of one part, read straight into one buffer of the part's size (held once, not twice)."""
         start, end = self._upload.part_range(number)
-        buffer = PartBuffer(end - start + 1)
-        view = memoryview(buffer.map)
+        buffer = self._buffers.take(end - start + 1)
+        view = buffer.view()
         try:
             _PartReader(self._source, self._upload, self._context, number, view).read(opened)
         except BaseException:

@@ -53,27 +53,12 @@ class Landed:
     #: What the content prover showed (None when no prover was given, or the object was already there).
     proof: Proof | None = None
 
-    @property
-    def landed(self) -> LandedObject:
-        """The landed object (the name callers written against the older pair of optionals use)."""
-        return self.object
-
-    @property
-    def checkpoint(self) -> None:
-        """Never a checkpoint: the transfer finished."""
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class Continued:
     """The deadline came first: nothing is visible yet; resume from ``checkpoint``."""
 
     checkpoint: Checkpoint
-
-    @property
-    def landed(self) -> None:
-        """Nothing landed yet."""
-        return None
 
 
 TransferOutcome = Landed | Continued
