@@ -3,7 +3,9 @@
 ``request`` puts an "Export Requested" event on the stack's own event bus, named by the stack's
 ``EventBusName`` output (validated exactly as CreateJob validates it); the stack accepts the event only there, and
 only from the principals its bus policy lists. ``status`` reads the ledger and shows, per tenant, which days landed, are in flight or pending,
-failed, or are missing: a calendar grid on a terminal, or ``--json``.
+failed, or are missing: a calendar grid on a terminal, or ``--json``; beside it, from the facts each landing keeps,
+the rows of each day, the days that landed empty, anomalous or with a changed schema, and (``--history TABLE``) one
+table's rows per day as a chart.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from datetime import date, timedelta
 from typing import Any
 
 from omborigrid_export.errors import ConfigurationError, InvalidInput, OmboriGridExportError
+from omborigrid_export.lake_facts import LakeFacts
 from omborigrid_export.ledger import FAILED, LANDED, PENDING, QUEUED, REQUESTING, Ledger, LedgerEntry
 from omborigrid_export.models import parse_date, validate_tenant_id
 from omborigrid_export.scheduling import AdhocRequest
 
-from . import doctor, retry
+from . import doctor, lake_view, retry
 
 SOURCE = "omborigrid.export"
 MISSING = "MISSING"
 #: One character per day in the grid.
 SYMBOLS = {LANDED: "#", QUEUED: "~", REQUESTING: "~", PENDING: ".", FAILED: "X", MISSING: " "}
-LEGEND = "# landed  ~ in flight  . pending  X failed  (blank) missing"
+LEGEND = "# landed  ~ in flight  . pending  X failed  (blank) missing  |  " + lake_view.LEGEND
 MAX_STATUS_DAYS = 3660
 
 
@@ -49,6 +52,9 @@ def add_parsers(sub: Any) -> None:
     status.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
     status.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD")
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--history", metavar="TABLE", help="also chart one table's rows per landed day (events, sessions, export...)"
+    )
     retry.add_parser(sub)
     doctor.add_parser(sub)
 
@@ -133,12 +139,16 @@ def command_status(args: argparse.Namespace) -> int:
     if (last - first).days >= MAX_STATUS_DAYS:
         raise InvalidInput(f"Ask for at most {MAX_STATUS_DAYS} days at a time.")
     table = args.table or stack_output(args.stack, "LedgerTableName")
-    ledger = Ledger(boto3.client("dynamodb"), table)
+    dynamodb = boto3.client("dynamodb")
+    ledger = Ledger(dynamodb, table)
+    lake = LakeFacts(dynamodb, table)
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     report: dict[str, Any] = {"tenants": []}
     for tenant in tenants:
         # Range entries may start before the window; look back a year for them.
         covering = day_states(ledger.entries(tenant, first - timedelta(days=366), last), days)
+        facts = lake.between(tenant, first, last)
+        facts_by_day = lake_view.by_day(facts)
         rows = []
         for day in days:
             entry = covering[day]
@@ -149,6 +159,7 @@ def command_status(args: argparse.Namespace) -> int:
                     "jobId": entry.job_id if entry else None,
                     "key": entry.key if entry else None,
                     "error": entry.error if entry else None,
+                    **lake_view.day_facts_json(facts_by_day.get(day, [])),
                 }
             )
             if args.stack and entry is not None and entry.state == FAILED:
@@ -158,6 +169,8 @@ def command_status(args: argparse.Namespace) -> int:
             state = str(row["state"])
             counts[state] = counts.get(state, 0) + 1
         report["tenants"].append({"tenantId": tenant, "counts": counts, "days": rows})
+        if args.history:
+            report["tenants"][-1]["history"] = lake_view.history_chart(tenant, args.history, facts)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -178,16 +191,25 @@ def render_grid(report: dict[str, Any]) -> str:
         by_month: dict[str, list[dict[str, Any]]] = {}
         for row in tenant["days"]:
             by_month.setdefault(row["date"][:7], []).append(row)
+        peak = max((row.get("rows") or 0 for row in tenant["days"]), default=0)
         for month, rows in by_month.items():
             cells = [" "] * 31
             for row in rows:
-                cells[int(row["date"][8:10]) - 1] = SYMBOLS.get(row["state"], "?")
-            lines.append(f"  {month} |{''.join(cells)}|")
+                mark = lake_view.MARKS.get(str(row.get("signal"))) if row["state"] == LANDED else None
+                cells[int(row["date"][8:10]) - 1] = mark or SYMBOLS.get(row["state"], "?")
+            total = sum(row.get("rows") or 0 for row in rows)
+            lines.append(f"  {month} |{''.join(cells)}|  {total:,} rows")
+            if any(row.get("rows") is not None for row in rows):
+                bar = lake_view.rows_bar({int(row["date"][8:10]): row.get("rows") for row in rows}, peak)
+                lines.append(f"     rows |{bar}|")
         failed = [row for row in tenant["days"] if row["state"] == FAILED]
         for row in failed[:10]:
             lines.append(f"  failed {row['date']}: {row['error'] or 'no reason recorded'}")
             if row.get("retry"):
                 lines.append(f"    retry: {row['retry']}")
+        lines.extend(lake_view.signal_lines(tenant["days"]))
+        if tenant.get("history"):
+            lines.extend(["", tenant["history"].rstrip("\n")])
     lines.append("")
     return "\n".join(lines)
 

@@ -16,6 +16,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from omborigrid_export.function_settings import DownloadSettings
+from omborigrid_export.lake_facts import LakeFacts
+from omborigrid_export.lake_signals import LakeSignals
 from omborigrid_export.state import ExportState
 from omborigrid_export.transfer import Checkpoint, Continued
 from omborigrid_lambda import observability, runtime
@@ -57,6 +59,12 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         tenantId=request.tenant_id, dataDateFrom=request.date_from.isoformat(), dataDateTo=request.date_to.isoformat()
     )
     ledger = runtime.ledger(settings.ledger_table)
+    signals = LakeSignals(
+        settings.signals,
+        store=LakeFacts(runtime.aws("dynamodb"), settings.ledger_table),
+        events=runtime.aws("events"),
+        glue=runtime.aws("glue") if settings.signals.catalog_database else None,
+    )
     resume = state.checkpoint
     if resume is None:
         # A retry after this function was killed (timeout, out of memory) carries no checkpoint in its input:
@@ -65,6 +73,8 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         if saved is not None:
             resume = Checkpoint.from_dict(saved)
             logger.info("resuming from the saved checkpoint", extra={"bytesDone": resume.bytes_done})
+    if resume is None:
+        signals.started(state.ref.identity)
 
     def save(checkpoint: Checkpoint) -> None:
         ledger.save_checkpoint(request, state.ref.job_id, checkpoint.to_dict())
@@ -86,6 +96,8 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         return {**event, "transfer": {"complete": False, "checkpoint": result.checkpoint.to_dict(), "manifest": None}}
     manifest = result.manifest
     ledger.mark_landed(request, state.ref.job_id, manifest.key, manifest.manifest_key)
+    for name, count in signals.landed(manifest).metrics().items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
     if not manifest.already_existed:
         metrics.add_metric(name="BytesLanded", unit=MetricUnit.Bytes, value=float(manifest.bytes))
         metrics.add_metric(name="ExportsLanded", unit=MetricUnit.Count, value=1)

@@ -170,6 +170,16 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
                 "OMBORIGRID_PART_SIZE_MIB": "8",
                 "OMBORIGRID_TRANSFER_CONCURRENCY": "4",
                 "OMBORIGRID_TRANSFER_ATTEMPTS": "5",
+                "EVENT_BUS_NAME": "default",
+                "ANOMALY_HISTORY_DAYS": "14",
+                "ANOMALY_MIN_HISTORY_DAYS": "7",
+                "ANOMALY_LOW_RATIO": "0.5",
+                "ANOMALY_HIGH_RATIO": "3",
+                "ANOMALY_BASELINE": "all-days",
+                "ANOMALY_MIN_ROWS": "100",
+                "ALERT_ON_EMPTY_DAY": "false",
+                "LINEAGE_ENDPOINT": "",
+                "CATALOG_DATABASE": "",
             },
         }[function]
         variables: dict[str, str | None] = {**declared, **overrides}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from functions.check_status import app as check_status
 from functions.create_job import app as create_job
 from functions.download import app as download
 from omborigrid_export.errors import ConfigurationError, InvalidApiResponse, InvalidInput, UnexpectedFailure
+from omborigrid_export.lake_facts import LakeFacts
 from omborigrid_export.state import JobRef
 from tests.conftest import TENANT
 
@@ -149,3 +151,18 @@ def test_given_garbled_status_answers_then_each_costs_one_check_and_the_limit_in
         check_status.lambda_handler(
             check_status.lambda_handler(check_status.lambda_handler(recovered, context), context), context
         )
+
+
+def test_given_a_landing_then_download_keeps_its_facts_beside_the_ledger_entry(
+    function_env: EnvSetter, aws: Resources, context: StubContext
+) -> None:
+    done = poll_until_done(created_state(function_env, aws, context), context)
+    function_env("DownloadFunction")
+
+    manifest = download.lambda_handler(done, context)["transfer"]["manifest"]
+
+    facts = LakeFacts(aws.client("dynamodb"), aws.table).between(TENANT, date(2026, 3, 2), date(2026, 3, 2))
+    assert [(f.table, f.day.isoformat(), f.bytes, f.files, f.job_id) for f in facts] == [
+        ("export", DAY, manifest["bytes"], 1, manifest["jobId"])
+    ]
+    assert facts[0].manifest_key == manifest["manifestKey"]

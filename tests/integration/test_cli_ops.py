@@ -9,10 +9,15 @@ from datetime import date
 import boto3
 import pytest
 
+from omborigrid_export.lake_facts import LakeFacts
+from omborigrid_export.lake_signals import observe
 from omborigrid_export.ledger import Ledger
 from omborigrid_export.models import ExportRequest
+from omborigrid_export.scheduling import plan_exports
+from omborigrid_export.volume import VolumeRule
 from omborigrid_export_cli.main import main
 from tests.conftest import TENANT
+from tests.lake_samples import NORMAL, RETYPED, manifest
 from tests.ledger_table import create_ledger_table
 
 
@@ -139,3 +144,44 @@ def test_status_finds_the_table_from_the_stack_outputs(aws: str, capsys: pytest.
         == 2
     )
     assert "Cannot read stack 'no-such-stack'" in capsys.readouterr().err
+
+
+def fill_month(table: str) -> None:
+    """November: 30 days landed, the 12th empty, the 20th retyped, the 25th at 5 % of the usual 1000 rows."""
+    dynamodb = boto3.client("dynamodb")
+    ledger, lake = Ledger(dynamodb, table), LakeFacts(dynamodb, table)
+    plan_exports([day(n) for n in range(1, 31)], ledger)
+    for n in range(1, 31):
+        claim = ledger.dispatch(day(n), cap=40)
+        assert claim is not None
+        ledger.record_job(day(n), claim, f"job-{n}")
+        ledger.mark_landed(day(n), f"job-{n}", f"k/{n}.parquet", f"k/_{n}.manifest.json")
+        rows = {12: 0, 25: 50}.get(n, 1000)
+        observe(manifest(date(2026, 11, n), rows, RETYPED if n >= 20 else NORMAL, tenant=TENANT), lake, VolumeRule())
+
+
+def test_status_marks_empty_anomalous_and_schema_changed_days_and_shows_rows(
+    ledger_table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill_month(ledger_table)
+    args = ["status", "--table", ledger_table, "--tenant", TENANT, "--from", "2026-11-01", "--to", "2026-11-30"]
+    assert main([*args, "--json"]) == 0  # an empty day is landed
+    days = json.loads(capsys.readouterr().out)["tenants"][0]["days"]
+    assert [d["state"] for d in days] == ["LANDED"] * 30
+    assert {d["date"][8:]: d["signal"] for d in days if d["signal"]} == {
+        "12": "empty",
+        "20": "schemaChanged",
+        "25": "anomalous",
+    }
+    assert [d["rows"] for d in days[10:13]] == [1000, 0, 1000]
+    assert days[24]["tables"]["export"]["volume"] == "low"
+    assert main([*args, "--history", "export"]) == 0
+    out = capsys.readouterr().out
+    assert f"  2026-11 |{'#' * 11}0{'#' * 7}%{'#' * 4}!{'#' * 5} |  28,050 rows" in out
+    assert f"     rows |{'█' * 11}_{'█' * 12}▁{'█' * 5} |" in out
+    assert "  empty 2026-11-12: landed with 0 rows" in out
+    assert "  schema changed 2026-11-20: export (breaking)" in out
+    assert "  anomalous 2026-11-25: export 50 rows (low)" in out
+    assert f"  2026-11-25           50 {'█' * 2}  anomalous" in out
+    assert "  2026-11-12            0   empty" in out
+    assert f"  2026-11-01        1,000 {'█' * 40}" in out

@@ -27,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = {
     "Export Completed": REPO_ROOT / "schemas" / "export-completed.schema.json",
     "Export Failed": REPO_ROOT / "schemas" / "export-failed.schema.json",
+    "Schema Changed": REPO_ROOT / "schemas" / "schema-changed.schema.json",
+    "Export Anomalous": REPO_ROOT / "schemas" / "export-anomalous.schema.json",
 }
 FUNCTIONS = ("CreateJobFunction", "StartExportFunction", "CheckStatusFunction", "DownloadFunction")
 #: Services whose requests are billed per request (Lambda invocations and Step Functions transitions are counted

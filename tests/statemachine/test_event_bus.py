@@ -69,6 +69,24 @@ def test_only_the_state_machine_announces_outcomes(stack: LocalStack) -> None:
     assert put(stack, state_machine, "Export Completed") == (True, "")
 
 
+@pytest.mark.parametrize("detail_type", ["Schema Changed", "Export Anomalous"])
+def test_only_download_announces_the_lakes_signals(stack: LocalStack, detail_type: str) -> None:
+    """Given the listed requester and the state machine, when they put a lake signal, then the bus denies it; the
+    Download function's role (which reads the landed data) may put it, and nothing else."""
+    principals = stack.policies().principals
+    download = principals["DownloadFunction"]
+    assert put(stack, download, detail_type) == (True, "")
+    assert put(stack, administrator(REQUESTER), detail_type) == (
+        False,
+        "ExportEventBus#OnlyDownloadAnnouncesLakeSignals",
+    )
+    assert put(stack, principals["ExportStateMachine"], detail_type) == (
+        False,
+        "ExportEventBus#OnlyDownloadAnnouncesLakeSignals",
+    )
+    assert put(stack, download, "Export Failed") == (False, "ExportEventBus#OnlyTheStateMachineAnnouncesOutcomes")
+
+
 def test_export_requested_on_the_stack_bus_reaches_create_job(stack: LocalStack, sim: Simulator) -> None:
     """Given an "Export Requested" event put on the stack's bus (as the CLI's request does), then the rule on that
     bus delivers it to CreateJob, the export lands, and "Export Completed" goes out on the same bus."""

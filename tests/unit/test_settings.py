@@ -271,6 +271,16 @@ DOWNLOAD = {
     "OMBORIGRID_PART_SIZE_MIB": "16",
     "OMBORIGRID_TRANSFER_CONCURRENCY": "4",
     "OMBORIGRID_TRANSFER_ATTEMPTS": "3",
+    "EVENT_BUS_NAME": "omborigrid-export",
+    "ANOMALY_HISTORY_DAYS": "21",
+    "ANOMALY_MIN_HISTORY_DAYS": "10",
+    "ANOMALY_LOW_RATIO": "0.25",
+    "ANOMALY_HIGH_RATIO": "4",
+    "ANOMALY_BASELINE": "same-weekday",
+    "ANOMALY_MIN_ROWS": "100",
+    "ALERT_ON_EMPTY_DAY": "true",
+    "LINEAGE_ENDPOINT": "",
+    "CATALOG_DATABASE": "",
 }
 MODELS: dict[type[Any], dict[str, str]] = {
     CreateJobSettings: CREATE_JOB,
@@ -315,6 +325,14 @@ def test_given_the_download_environment_then_the_transfer_and_landing_values_par
         DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_PROOF_TOLERANCE_HOURS": "a day"})
     with pytest.raises(ConfigurationError, match="archive limits"):
         DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_ARCHIVE_MAX_RATIO": "0"})
+    signals = settings.signals
+    assert (signals.event_bus, signals.lineage_endpoint, signals.catalog_database) == ("omborigrid-export", None, None)
+    assert (signals.rule.history_days, signals.rule.min_history, signals.rule.low_ratio) == (21, 10, 0.25)
+    assert (signals.rule.high_ratio, signals.rule.baseline.value, signals.rule.alert_on_empty) == (
+        4.0,
+        "same-weekday",
+        True,
+    )
 
 
 def test_given_no_proof_variables_then_the_cli_proves_with_the_defaults() -> None:

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from .createjob import SchedulePolicy
 from .errors import ConfigurationError
+from .lake_signals import SignalSettings
 from .layout import KeyLayout
 from .scheduling import zone
 from .settings import (
@@ -121,6 +122,23 @@ class StartExportSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AnnounceLineageSettings:
+    """The function is deployed only when ``LineageEndpoint`` is set; an empty endpoint (the parameter's default)
+    means lineage is off and the function sends nothing."""
+
+    VARIABLES: ClassVar[tuple[Variable, ...]] = (Variable("LINEAGE_ENDPOINT"),)
+
+    lineage_endpoint: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AnnounceLineageSettings:
+        endpoint = FunctionEnvironment(environ, cls.VARIABLES).text("LINEAGE_ENDPOINT").strip() or None
+        if endpoint is not None and not endpoint.startswith(("https://", "http://")):
+            raise ConfigurationError(f"LINEAGE_ENDPOINT must be an http(s) URL, not {endpoint!r}.")
+        return cls(lineage_endpoint=endpoint)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckStatusSettings:
     VARIABLES: ClassVar[tuple[Variable, ...]] = (*API_VARIABLES, *LAYOUT_VARIABLES)
 
@@ -141,6 +159,7 @@ class DownloadSettings:
         Variable("EXPORT_BUCKET"),
         Variable("EXPORT_BUCKET_OWNER"),
         *(Variable(name) for name in (*PROOF_VARIABLES, *ARCHIVE_VARIABLES)),
+        *(Variable(name) for name in SignalSettings.VARIABLES),
         #: Caps an invocation's transfer time below Lambda's remaining time (tests and tuning).
         Variable("DOWNLOAD_TIME_BUDGET_SECONDS", required=False),
     )
@@ -150,6 +169,8 @@ class DownloadSettings:
     bucket: str
     #: Seconds of transfer work per invocation at most, or None: as long as the invocation has.
     time_budget_seconds: float | None
+    #: The lake's signals after each landing (facts, "Schema Changed", "Export Anomalous", lineage).
+    signals: SignalSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> DownloadSettings:
@@ -174,6 +195,7 @@ class DownloadSettings:
             ledger_table=env.name("LEDGER_TABLE"),
             bucket=env.name("EXPORT_BUCKET"),
             time_budget_seconds=budget,
+            signals=SignalSettings.from_env({name: env.text(name) for name in SignalSettings.VARIABLES}),
         )
 
 

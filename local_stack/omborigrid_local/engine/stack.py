@@ -48,7 +48,7 @@ DEFAULT_EVENTS_DIR = REPO_ROOT / "events"
 #: Parameters the local stack sets unless the caller overrides them.
 LOCAL_PARAMETERS = {"TokenSecret": "omborigrid-local/api-token"}
 OUTCOME_SOURCE = "omborigrid.export"
-OUTCOME_DETAIL_TYPES = ("Export Completed", "Export Failed")
+OUTCOME_DETAIL_TYPES = ("Export Completed", "Export Failed", "Schema Changed", "Export Anomalous")
 
 
 class FunctionError(Exception):
@@ -360,7 +360,8 @@ class LocalStack:
             kwargs["nextToken"] = page["nextToken"]
 
     def outcome_events(self) -> list[dict[str, Any]]:
-        """Every "Export Completed"/"Export Failed" event put on the stack's bus since the stack started.
+        """Every outcome event ("Export Completed"/"Export Failed", and the lake's "Schema Changed"/"Export Anomalous")
+        put on the stack's bus since the stack started.
 
         Captured by an EventBridge rule → SQS queue; each is the full event (``detail-type``, ``detail``...).
         """
@@ -498,6 +499,8 @@ class LocalStack:
         invoker = Invoker(console_thread=threading.current_thread(), log_sink=log_sink, recorder=self.recorder)
         lambda_client = self.client("lambda")
         for logical_id, source in translated.functions.items():
+            if logical_id not in self.resources:
+                continue  # its Condition is false in this stack (e.g. AnnounceLineage without a LineageEndpoint)
             name = self.resources[logical_id]
             config = lambda_client.get_function_configuration(FunctionName=name)
             variables = {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()}
