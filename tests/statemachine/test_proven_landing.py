@@ -126,6 +126,7 @@ def test_archive_with_a_broken_third_member_publishes_nothing_and_the_redelivery
     assert (failed["detail-type"], failed["detail"]["error"]) == ("Export Failed", "IntegrityError")
     assert failed["detail"]["jobId"] == job["jobId"]
     assert complaint in failed["detail"]["message"]
+    assert "Archive member 'clients/" in failed["detail"]["message"]  # which member, for a person to act on
     staging = f"{PREFIX}/_staging/tenant={tenant}/"
     # Only the staged archive remains (the bucket's lifecycle rule expires the staging area).
     [staged] = keys_of_tenant(stack, tenant)

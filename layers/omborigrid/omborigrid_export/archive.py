@@ -246,7 +246,10 @@ class ArchiveLander:
                 f"The parquet footer of archive member {name!r} needs its last {needed} bytes, more than the "
                 f"{len(tail)} kept for verification; it cannot be verified."
             )
-        return prover.prove(tail.last(needed), size)
+        try:
+            return prover.prove(tail.last(needed), size)
+        except IntegrityError as exc:
+            raise IntegrityError(f"Archive member {name!r}: {exc}") from None
 
     def _already_there(self, plan: MemberPlan, bucket: str, identity: JobIdentity) -> ArchiveEntry | None:
         """The member as an earlier landing published it (same size and the zip's own CRC-32, as S3 recorded
