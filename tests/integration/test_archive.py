@@ -44,6 +44,7 @@ from omborigrid_export.settings import MIB, ArchiveLimits, Settings, TransferSet
 from omborigrid_export.transfer import LandedObject
 from omborigrid_export.zipmembers import inflate
 from tests.conftest import TENANT, free_port, object_keys, open_uploads
+from tests.tail_file import TailOnlyFile
 
 DAY = "2026-11-01"
 TOKEN = "crafted-token"
@@ -169,37 +170,6 @@ def renamed_in_the_directory() -> bytes:
     return data[:offset] + data[offset:].replace(name.encode(), name.replace("part-0", "part-9").encode())
 
 
-class TailOnly(io.RawIOBase):
-    """A file of ``size`` bytes of which only the tail is known (zeros before it): what a prover is given."""
-
-    def __init__(self, tail: bytes, size: int) -> None:
-        super().__init__()
-        self._tail, self._size, self._start, self._pos = tail, size, size - len(tail), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        n = max(0, min(len(view), self._size - self._pos))
-        end = self._pos + n
-        zeros = max(0, min(end, self._start) - self._pos)
-        view[:zeros] = bytes(zeros)
-        view[zeros:n] = self._tail[self._pos + zeros - self._start : end - self._start]
-        self._pos = end
-        return n
-
-
 class FooterProver:
     """A real content prover for tests: decodes the footer with pyarrow from the tail alone."""
 
@@ -210,7 +180,7 @@ class FooterProver:
         return int.from_bytes(last8[:4], "little") + 8
 
     def prove(self, tail: bytes, size: int) -> Proof:
-        meta = pq.read_metadata(TailOnly(tail, size))
+        meta = pq.read_metadata(TailOnlyFile(tail, size))
         columns = tuple(
             Column(meta.schema.column(i).path, meta.schema.column(i).physical_type, None, "OPTIONAL")
             for i in range(meta.num_columns)

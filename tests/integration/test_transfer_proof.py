@@ -25,42 +25,9 @@ from omborigrid_export.settings import MIB, TransferSettings
 from omborigrid_export.transfer import Continued, Landed, Transfer
 from tests.conftest import object_keys, open_uploads
 from tests.integration.test_transfer import FAST, assert_identical, done_job, source_bytes
+from tests.tail_file import TailOnlyFile
 
 MAX_FOOTER = 1 * MIB
-
-
-class TailOnlyFile(io.RawIOBase):
-    """A file of ``size`` bytes of which only the tail (and the leading magic) is known; the rest reads as zeros."""
-
-    def __init__(self, tail: bytes, size: int) -> None:
-        super().__init__()
-        self._tail, self._size, self._pos = tail, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        start, end = self._pos, min(self._size, self._pos + len(buffer))
-        out = bytearray(end - start)
-        known = self._size - len(self._tail)
-        if end > known:
-            lo = max(start, known)
-            out[lo - start :] = self._tail[lo - known : end - known]
-        if start < 4:
-            out[: 4 - start] = b"PAR1"[start:4]
-        buffer[: len(out)] = out
-        self._pos = end
-        return len(out)
 
 
 class FooterProver:
