@@ -21,7 +21,6 @@ import enum
 import io
 import itertools
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -40,12 +39,16 @@ from .settings import ArchiveLimits
 from .transfer import (
     DEADLINE_MARGIN_SECONDS,
     PARQUET_MAGIC,
-    ChunkBuffer,
     LandedObject,
     MultipartUpload,
+    RollingTail,
+    StreamedParts,
     choose_part_size,
 )
 from .zipmembers import MemberPlan, S3RangeReader, inflate, open_archive, plan_members
+
+#: The smallest parquet file: its magic, a 4-byte footer length and the magic again (a footer of 0 bytes).
+MIN_PARQUET_BYTES = 2 * len(PARQUET_MAGIC) + 4
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -57,27 +60,6 @@ _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 #: Builds the prover for one table of one job (the parquet footer checks of DESIGN "Proof of a landing").
 #: The content prover of one file of an identity: an archive member's table, or None for a single-file delivery.
 ProverFactory = Callable[[JobIdentity, str | None], ContentProver]
-
-
-class _Tail:
-    """The last ``limit`` bytes seen, for the footer proof, kept as chunks (no copy per chunk)."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-
-    def add(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        while self._size - len(self._chunks[0]) >= self._limit:
-            self._size -= len(self._chunks.popleft())
-
-    def last(self, n: int) -> bytes:
-        return b"".join(self._chunks)[-n:] if n else b""
-
-    def __len__(self) -> int:
-        return min(self._size, self._limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,31 +202,29 @@ class ArchiveLander:
 
     def _upload_parts(
         self, upload: MultipartUpload, chunks: Iterator[bytes], identity: JobIdentity, keep: int
-    ) -> _Tail:
-        buffer, tail, number = ChunkBuffer(), _Tail(keep), 1
-        for chunk in chunks:
-            buffer.append(chunk)
-            tail.add(chunk)
-            while len(buffer) >= upload.part_size:
+    ) -> RollingTail:
+        """Cut the inflated member into the upload's parts (the transfer's own StreamedParts), keeping its tail."""
+        tail = RollingTail(keep)
+        with StreamedParts(upload) as parts:
+            for chunk in chunks:
                 self._check_deadline(identity)
-                upload.add(upload.upload_part(number, buffer.take(upload.part_size), (number - 1) * upload.part_size))
-                number += 1
-        if len(buffer):
-            upload.add(upload.upload_part(number, buffer.take(len(buffer)), (number - 1) * upload.part_size))
+                parts.write(chunk)
+                tail.append(chunk)
+            parts.finish()
         return tail
 
     @staticmethod
-    def _prove(plan: MemberPlan, tail: _Tail, prover: ContentProver | None) -> Proof | None:
+    def _prove(plan: MemberPlan, tail: RollingTail, prover: ContentProver | None) -> Proof | None:
         name, size = plan.info.filename, plan.info.file_size
-        if tail.last(len(PARQUET_MAGIC)) != PARQUET_MAGIC:
+        if size < MIN_PARQUET_BYTES or tail.last(len(PARQUET_MAGIC)) != PARQUET_MAGIC:
             raise IntegrityError(f"Archive member {name!r} does not end like a parquet file.")
         if prover is None:
             return None
         needed = prover.tail_length(size, tail.last(8))
-        if needed > len(tail):
+        if needed > tail.keep:  # the declared bound, not whatever a chunk boundary left in hand
             raise IntegrityError(
                 f"The parquet footer of archive member {name!r} needs its last {needed} bytes, more than the "
-                f"{len(tail)} kept for verification; it cannot be verified."
+                f"{tail.keep} kept for verification; it cannot be verified."
             )
         try:
             return prover.prove(tail.last(needed), size)
