@@ -113,7 +113,7 @@ def timestamp_table(rows: int) -> pa.Table:
 
 
 def events_like(rows: int) -> pa.Table:
-    """OmboriGrid's events shape (reference/omborigrid-data.md): camelCase, wide, sparse."""
+    """OmboriGrid's events shape (docs/omborigrid-data.md): camelCase, wide, sparse."""
     start = dt.datetime(2024, 4, 12, tzinfo=dt.UTC)
     return pa.table(
         {

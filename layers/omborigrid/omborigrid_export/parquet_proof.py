@@ -49,7 +49,7 @@ _SHOWN = 64  # characters of a statistic value quoted in a message
 
 @dataclass(frozen=True, slots=True)
 class ProofPolicy:
-    """What a proof checks and how strictly (column names from reference/omborigrid-data.md)."""
+    """What a proof checks and how strictly (column names from docs/omborigrid-data.md)."""
 
     tenant_column: str = "tenantId"
     #: The first of these the file has is its event time (events, sessions, clients).

@@ -5,7 +5,7 @@ so a stub body would prove nothing. Why deterministic: tests compare bytes and r
 across two simulator instances, so every value comes from ``random.Random`` seeded with a SHA-256 of the
 inputs (tenant, day, rows_per_day, ...) and the pyarrow writer options are fixed; nothing reads the clock.
 
-Shape (see ``reference/omborigrid-data.md``):
+Shape (see ``docs/omborigrid-data.md``):
 
 * ``events``, ``sessions`` and ``clients`` tables with camelCase columns; unused event columns are nulls.
 * Each date in ``[dataDateFrom, dataDateTo]`` (inclusive) contributes one day of data that depends only on
