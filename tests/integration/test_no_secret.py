@@ -400,6 +400,9 @@ def run_lambda(
         "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         "AWS_XRAY_DAEMON_ADDRESS": datagrams.address,
         "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        # Tracing on, as with Tracing: Active, whatever this session's environment says (the handler tests set
+        # POWERTOOLS_TRACE_DISABLED=1 for the whole session, which this subprocess would otherwise inherit).
+        "POWERTOOLS_TRACE_DISABLED": "false",
         "POWERTOOLS_LOG_LEVEL": "DEBUG",
         "AWS_DEFAULT_REGION": "eu-west-1",
     }
