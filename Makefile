@@ -102,7 +102,7 @@ lint-template: tools
 
 # Coverage of the product (pyproject.toml [tool.coverage]; CLI subprocesses included) with a floor.
 test: lint
-	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered --durations=15
 
 test-fast: install
 	$(BIN)/pytest -q -x
