@@ -31,6 +31,7 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from botocore.exceptions import ConnectionClosedError
 
 from omborigrid_export.archive import ArchiveLander
 from omborigrid_export.client import JOBS_PATH, OmboriGridClient
@@ -516,3 +517,33 @@ def test_a_rerun_finds_the_members_landed_and_proves_them_from_their_stored_foot
     assert again.manifest.already_existed is True
     assert [f.proof for f in again.manifest.files] == [f.proof for f in first.manifest.files]
     assert all(f.proof is not None for f in again.manifest.files)
+
+
+def test_a_retry_after_the_archive_was_staged_lands_it_from_the_staged_copy(api, s3, bucket):
+    """Given a Download that staged the archive whole and then failed before its members were published (here: the
+    first member's upload loses its connection), when the same job lands again, then the staged object is recognised
+    as a zip by its bytes (its kind was not recorded when it was written) and the members land from it, once."""
+    exporter = make_exporter(api, s3, prover_for=lambda _identity, _table: FooterProver())
+    identity = api.deliver("job-staged", zip_of(MEMBERS))
+    failed_once: list[str] = []
+
+    def unreachable_once(params: dict[str, Any], **_kwargs: Any) -> None:
+        if not params["Key"].startswith("lake/_staging/") and not failed_once:
+            failed_once.append(params["Key"])
+            raise ConnectionClosedError(endpoint_url="http://s3.invalid")
+
+    s3.meta.events.register("provide-client-params.s3.CreateMultipartUpload", unreachable_once)
+    try:
+        with pytest.raises(TransferFailed):
+            exporter.land(identity, bucket=bucket)
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.CreateMultipartUpload", unreachable_once)
+    assert failed_once
+    assert landed_keys(s3, bucket) == []
+    assert [k for k in object_keys(s3, bucket) if k.startswith("lake/_staging/")] != []
+
+    again = exporter.land(identity, bucket=bucket)
+    assert isinstance(again, Landed)
+    assert again.manifest.content_kind == "zip"
+    assert [k for k in landed_keys(s3, bucket) if k.endswith(".parquet")] == member_keys()
+    assert [k for k in object_keys(s3, bucket) if k.startswith("lake/_staging/")] == []

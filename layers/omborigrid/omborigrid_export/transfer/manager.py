@@ -31,7 +31,7 @@ from .checkpoint import Checkpoint
 from .content import ContentKind
 from .context import CheckpointSink, Clock, CopyContext, ProgressCallback, Sleep, TimeLeft
 from .limits import CHECKPOINT_EVERY_SECONDS, choose_part_size
-from .multipart import MultipartUpload, UploadGone, find_existing, verify_recorded
+from .multipart import MultipartUpload, UploadGone, find_existing, stored_kind, verify_recorded
 from .proving import prove_from_stream_tail, prove_with_ranges
 from .ranged import RangedCopy
 from .reads import probe, read_head, read_range
@@ -193,12 +193,13 @@ class Transfer:
             return None
         metadata = head.get("Metadata", {})
         logger.info("s3://%s/%s already landed (%d bytes); not rewritten", bucket, key, size)
+        kind = stored_kind(self._s3, bucket, key, size=size)
         return LandedObject(
             bucket=bucket,
             key=key,
             bytes=size,
             checksum_crc32=head["ChecksumCRC32"],
-            content_kind=metadata.get("omborigrid-content-kind", ContentKind.UNKNOWN),
+            content_kind=kind,
             job_id=metadata.get("omborigrid-job-id", job.id),
             already_existed=True,
             source_host=host_of(job.download_url or ""),

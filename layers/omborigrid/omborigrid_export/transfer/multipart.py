@@ -23,7 +23,7 @@ from ..redact import describe_exception
 from ..s3errors import error_code, is_not_found, map_s3_errors
 from .buffers import PartBody, PartBuffer
 from .checkpoint import Checkpoint
-from .content import HEAD_BYTES, TAIL_BYTES
+from .content import HEAD_BYTES, TAIL_BYTES, ContentKind
 from .limits import part_count, part_range
 
 if TYPE_CHECKING:
@@ -104,6 +104,17 @@ def verify_recorded(s3: S3Client, bucket: str, key: str, *, size: int, crc32: st
         raise IntegrityError(f"{mismatch}. Removing it failed too ({exc}); delete it by hand.") from None
     logger.warning("removed %s: %s", where, mismatch)
     raise IntegrityError(f"{mismatch}; the object was removed.")
+
+
+def stored_kind(s3: S3Client, bucket: str, key: str, *, size: int) -> ContentKind:
+    """The kind of the object already under ``key``, from its stored bytes (its first bytes and its last
+    ``TAIL_BYTES``): an upload's kind is only known once its bytes are read, after the upload was created, so it is
+    not in the object's metadata. UNKNOWN when the bytes are neither parquet nor a zip."""
+    where = f"s3://{bucket}/{key}"
+    with map_s3_errors(f"the read of the first and last bytes of {where}"):
+        head = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")["Body"].read()
+        tail = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{min(TAIL_BYTES, size)}")["Body"].read()
+    return ContentKind.detect(head, tail) or ContentKind.UNKNOWN
 
 
 class MultipartUpload:
