@@ -65,6 +65,10 @@ class CatalogCheck:
     #: Why the table could not be checked (checked is False).
     reason: str | None = None
 
+    def describe_conflicts(self) -> str:
+        """The conflicts as a clause: "int1 is string, the table says bigint" ("" when there are none)."""
+        return ", ".join(f"{c.column} is {c.landed}, the table says {c.catalog}" for c in self.conflicts)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
