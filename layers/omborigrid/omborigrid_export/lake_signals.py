@@ -33,7 +33,7 @@ from .manifest import Manifest
 from .models import JobIdentity
 from .redact import describe_exception
 from .schema_diff import SchemaDiff, diff_schemas
-from .schema_gate import HISTORY_DAYS
+from .schema_gate import HISTORY_DAYS, SchemaHistory
 from .volume import Baseline, VolumeCheck, VolumeRule
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule, catalog: Cat
 
 
 def judge_quarantined(
-    manifest: Manifest, store: LakeFacts, location: str, catalog: Catalog | None = None
+    manifest: Manifest, store: SchemaHistory, location: str, catalog: Catalog | None = None
 ) -> LandingSignals:
     """The signals of a delivery SchemaChangePolicy=quarantine held back (landed at ``location``): its schema changes,
     judged as :func:`observe` judges them, each checked against ``catalog``. Nothing is kept: a quarantined day is no
