@@ -4,7 +4,9 @@ A landing that "succeeded" can still hurt the people who read the lake: a column
 of its usual rows. After a day lands (its manifest written), :func:`observe` turns each (table, day) of the manifest
 into a :class:`~.lake_facts.LandingFact`, compares it with the previous landed day of the same tenant and table
 (schema, :mod:`.schema_diff`) and with the volume baseline (:mod:`.volume`), keeps the fact with its verdicts, and
-returns the events to announce: "Schema Changed" and "Export Anomalous" (``schemas/``).
+returns the events to announce: "Schema Changed" and "Export Anomalous" (``schemas/``). A delivery that
+``SchemaChangePolicy=quarantine`` held back before publication (:mod:`.schema_gate`) is judged by
+:func:`judge_quarantined` instead: its changes are announced, nothing of it is kept.
 
 Why the Download function puts them itself (EventBridge PutEvents) instead of returning them to a state that does:
 a manifest of an archive can hold several tables and days, so there can be any number of signals; one PutEvents call
