@@ -16,6 +16,8 @@ from omborigrid_export.exporter import Exporter, Landed, LandingResult, Quaranti
 from omborigrid_export.lake_facts import LandingFact, facts_of
 from omborigrid_export.manifest import Manifest, read_manifest_at
 from omborigrid_export.schema_gate import SchemaGate
+from omborigrid_export.settings import MIB
+from omborigrid_export.transfer import Continued
 from tests.conftest import TENANT, object_keys, open_uploads
 from tests.integration.test_exporter import lake_exporter, pinned
 from tests.integration.test_transfer import done_job
@@ -126,3 +128,25 @@ def test_an_additive_change_and_a_forced_re_export_land_under_the_table(simulato
     assert isinstance(forced, Landed)
     assert forced.manifest.key.startswith(f"lake/tenant={TENANT}/dt={CHANGED}/")
     assert not [k for k in object_keys(s3, bucket) if "_quarantine/" in k]
+
+
+def test_a_quarantine_landing_out_of_time_resumes_into_the_quarantine(simulator, exporter, s3, bucket):
+    """Given a retyped 16 MiB file and an invocation already out of time, when it lands through the gate, then the
+    checkpoint it returns is the quarantine's, and the next invocation (which carries no verdict, only the
+    checkpoint) resumes it there: the file is never under its table."""
+    history = KeptFacts()
+    baseline(simulator, exporter, bucket, history)
+    simulator.configure(schema_change_from=CHANGED, target_bytes=16 * MIB)
+    identity = pinned(done_job(simulator, exporter.client, CHANGED))
+    first = exporter.land(identity, bucket=bucket, gate=SchemaGate(history), time_left=lambda: 0.0)
+    assert isinstance(first, Continued)
+    folder = f"lake/_quarantine/tenant={TENANT}/dt={CHANGED}/job={identity.job_id}/"
+    assert first.checkpoint.key.startswith(folder)
+    assert [k for k in object_keys(s3, bucket) if CHANGED in k] == []
+    resumed = quarantined(exporter.land(identity, bucket=bucket, gate=SchemaGate(history), resume=first.checkpoint))
+    assert resumed.manifest.key == first.checkpoint.key
+    assert resumed.manifest.bytes == simulator.job_file(identity.job_id).stat().st_size > 16 * MIB
+    assert [k for k in object_keys(s3, bucket) if CHANGED in k] == sorted(
+        [resumed.manifest.key, resumed.manifest.manifest_key]
+    )
+    assert open_uploads(s3, bucket) == []

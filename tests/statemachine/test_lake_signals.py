@@ -354,4 +354,6 @@ class TestThirtyDaysQuarantined:
         assert collections.Counter(e["detail-type"] for e in again) == {"Export Completed": 1, "Schema Changed": 1}
         [accepted] = [e["detail"] for e in again if e["detail-type"] == "Schema Changed"]
         assert (accepted["compatibility"], accepted["quarantinedAt"]) == ("breaking", None)
+        # Two signals, two ids: a consumer deduplicating on id sees the quarantine and the accepted landing.
+        assert changed["id"] == f"{accepted['id']}/quarantined/{job}"
         assert any(k.startswith(f"omborigrid/events/tenant={tenant}/dt={nth(20)}/") for k in object_keys(stack))

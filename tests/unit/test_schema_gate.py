@@ -220,6 +220,7 @@ def test_a_quarantined_day_is_announced_but_never_becomes_the_baseline(store: La
     [(kind, detail)] = signals.events()
     assert (kind, detail["quarantinedAt"], detail["compatibility"]) == (SCHEMA_CHANGED, LOCATION, "breaking")
     assert detail["message"].endswith(f"SchemaChangePolicy is quarantine: the file was quarantined at {LOCATION}.")
+    assert detail["id"] == f"t1/export/2026-01-20/schema/sha256:{'b' * 64}/quarantined/job-2026-01-20"
     assert quarantine_sentence(signals, LOCATION) == (
         "The export of tenant t1 for 2026-01-20 was not published: the export table changed its schema on 2026-01-20: "
         "int1 changed type from INT64 to BYTE_ARRAY (STRING) (breaking, against 2026-01-19); the file was quarantined "

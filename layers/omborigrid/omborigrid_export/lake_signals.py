@@ -67,8 +67,10 @@ class SchemaChange:
 
     def to_detail(self) -> dict[str, Any]:
         fact = self.fact
+        # A held-back delivery is its own signal: the forced landing of the same schema later announces it again.
+        held = "" if self.quarantined_at is None else f"/quarantined/{fact.job_id}"
         return {
-            "id": f"{fact.tenant_id}/{fact.table}/{fact.day}/schema/{fact.schema_fingerprint}",
+            "id": f"{fact.tenant_id}/{fact.table}/{fact.day}/schema/{fact.schema_fingerprint}{held}",
             "tenantId": fact.tenant_id,
             "table": fact.table,
             "dataDate": fact.day.isoformat(),
