@@ -14,7 +14,9 @@ import pytest
 
 from omborigrid_export.exporter import Exporter, Landed, LandingResult, Quarantined
 from omborigrid_export.lake_facts import LandingFact, facts_of
+from omborigrid_export.layout import KeyLayout
 from omborigrid_export.manifest import Manifest, read_manifest_at
+from omborigrid_export.manifest_history import ManifestHistory
 from omborigrid_export.schema_gate import SchemaGate
 from omborigrid_export.settings import MIB
 from omborigrid_export.transfer import Continued
@@ -150,3 +152,30 @@ def test_a_quarantine_landing_out_of_time_resumes_into_the_quarantine(simulator,
         [resumed.manifest.key, resumed.manifest.manifest_key]
     )
     assert open_uploads(s3, bucket) == []
+
+
+def test_the_manifest_history_finds_the_day_before_in_s3_and_says_when_a_layout_cannot_be_listed(
+    simulator, exporter, s3, bucket, caplog
+):
+    """What the CLI compares with: the facts of the last day landed before, read from its manifest (a day further
+    back when the one before is missing); a template with the job id in the folder has no history, said once."""
+    simulator.configure(delivery="zip")
+    first = exporter.land(pinned(done_job(simulator, exporter.client, BEFORE)), bucket=bucket)
+    assert isinstance(first, Landed)
+    settings = exporter.settings
+    history = ManifestHistory(s3, bucket, layout=settings.layout, archive_layout=settings.archive_layout)
+    [fact] = history.before(TENANT, "events", date(2026, 11, 3), limit=7)
+    assert (fact.day, fact.job_id, fact.manifest_key) == (
+        date(2026, 11, 1),
+        first.manifest.job_id,
+        first.manifest.manifest_key,
+    )
+    assert fact.schema_fingerprint == facts_of(first.manifest)[0].schema_fingerprint
+    assert history.before(TENANT, "events", date(2026, 11, 1), limit=7) == []
+    assert history.before("another-tenant", "events", date(2026, 11, 3), limit=7) == []
+    by_job = KeyLayout(prefix="lake", template="{prefix}/{table}/{jobId}/tenant={tenantId}/{filename}")
+    blind = ManifestHistory(s3, bucket, layout=settings.layout, archive_layout=by_job)
+    assert blind.before(TENANT, "events", date(2026, 11, 3), limit=7) == []
+    assert blind.before(TENANT, "sessions", date(2026, 11, 3), limit=7) == []
+    warnings = [r.getMessage() for r in caplog.records if "cannot be found by day" in r.getMessage()]
+    assert len(warnings) == 1
