@@ -28,6 +28,7 @@ from omborigrid_export.errors import (
     ExportTimedOut,
     GarbledResponse,
     OmboriGridExportError,
+    SchemaQuarantined,
     UnexpectedFailure,
 )
 from omborigrid_export.models import ExportJob, ExportRequest, JobIdentity, JobStatus
@@ -40,6 +41,7 @@ from .progress import ProgressBar
 
 if TYPE_CHECKING:
     from omborigrid_export.exporter import Exporter
+    from omborigrid_export.schema_gate import SchemaHistory
 
 DEFAULT_MAX_IN_FLIGHT = 4
 #: The longest the loop sleeps before looking at the clock again.
@@ -139,6 +141,8 @@ class Runner:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     tracked: list[Tracked] = field(default_factory=list)
+    #: With SCHEMA_CHANGE_POLICY=quarantine, what each day's schema is compared with before it is published.
+    schema_history: SchemaHistory | None = None
 
     def run(self) -> None:
         self.tracked = [Tracked(r) for r in self.plan.requests]
@@ -209,6 +213,10 @@ class Runner:
             item.next_check = self.clock() + item.poll.wait_seconds
 
     def _check_and_land(self, item: Tracked, identity: JobIdentity) -> None:
+        from omborigrid_export.exporter import Quarantined
+        from omborigrid_export.lake_signals import judge_quarantined, quarantine_sentence
+        from omborigrid_export.schema_gate import SchemaGate
+
         assert item.poll is not None
         exporter = self.exporters[item.request.tenant_id]
         job, item.poll = exporter.check(identity, item.poll)
@@ -224,12 +232,22 @@ class Runner:
             item.next_check = self.clock() + item.poll.wait_seconds
             return
         self.bar.start(f"{item.request.label} {job.filename}", job.file_size or 0)
-        landing = exporter.land(identity, bucket=self.plan.bucket, replace=self.plan.force, time_left=self.time_left)
+        history = self.schema_history
+        landing = exporter.land(
+            identity,
+            bucket=self.plan.bucket,
+            replace=self.plan.force,
+            time_left=self.time_left,
+            gate=None if history is None else SchemaGate(history),
+        )
         if isinstance(landing, Continued):
             # Out of time mid-transfer: nothing is left half-done for a CLI run.
             checkpoint = landing.checkpoint
             self._abort_upload(exporter, checkpoint.bucket, checkpoint.key, checkpoint.upload_id)
             raise self._timed_out(item)
+        if isinstance(landing, Quarantined) and history is not None:
+            signals = judge_quarantined(landing.manifest, history, landing.location)
+            raise SchemaQuarantined(quarantine_sentence(signals, landing.location))
         item.result = export_result(landing.manifest.to_dict())
         self.bar.finish()
 
@@ -284,6 +302,8 @@ def command_run(args: argparse.Namespace, *, environ: Mapping[str, str] | None =
     import os
 
     from omborigrid_export.exporter import Exporter
+    from omborigrid_export.manifest_history import ManifestHistory
+    from omborigrid_export.settings import SchemaChangePolicy
     from omborigrid_export.tenants import TenantClient
 
     end: float = time.monotonic() + args.timeout
@@ -307,7 +327,12 @@ def command_run(args: argparse.Namespace, *, environ: Mapping[str, str] | None =
     check_destination(probe, plan.bucket)
     bar = ProgressBar(enabled=sys.stderr.isatty() and not args.json)
     exporters = {t: Exporter(plan.settings, client, s3, progress=bar.advance) for t, client in clients.items()}
-    runner = Runner(exporters, plan, bar, time_left)
+    history = None
+    if plan.settings.schema_change_policy is SchemaChangePolicy.QUARANTINE:
+        history = ManifestHistory(
+            s3, plan.bucket, layout=plan.settings.layout, archive_layout=plan.settings.archive_layout
+        )
+    runner = Runner(exporters, plan, bar, time_left, schema_history=history)
     try:
         with contextlib.ExitStack() as open_clients:
             for client in clients.values():

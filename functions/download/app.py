@@ -2,7 +2,9 @@
 
 Returns the state with ``transfer``: ``{"complete": true, "manifest": {...}}`` when landed, or
 ``{"complete": false, "checkpoint": {...}}`` when the invocation's time ran low first (the state machine
-calls it again and it resumes with Range).
+calls it again and it resumes with Range). With ``SchemaChangePolicy=quarantine`` a delivery whose schema breaks its
+table's lands under ``_quarantine/`` instead; its "Schema Changed" is announced, and ``SchemaQuarantined`` fails the
+export (the state machine's failure path marks the day FAILED with its sentence and sends "Export Failed").
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from omborigrid_export.errors import SchemaQuarantined
+from omborigrid_export.exporter import Quarantined
 from omborigrid_export.function_settings import DownloadSettings
 from omborigrid_export.lake_facts import LakeFacts
-from omborigrid_export.lake_signals import LakeSignals
+from omborigrid_export.lake_signals import LakeSignals, quarantine_sentence
+from omborigrid_export.schema_gate import gate_for
 from omborigrid_export.state import ExportState
 from omborigrid_export.transfer import Checkpoint, Continued
 from omborigrid_lambda import observability, runtime
@@ -59,9 +64,10 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         tenantId=request.tenant_id, dataDateFrom=request.date_from.isoformat(), dataDateTo=request.date_to.isoformat()
     )
     ledger = runtime.ledger(settings.ledger_table)
+    facts = LakeFacts(runtime.aws("dynamodb"), settings.ledger_table)
     signals = LakeSignals(
         settings.signals,
-        store=LakeFacts(runtime.aws("dynamodb"), settings.ledger_table),
+        store=facts,
         events=runtime.aws("events"),
         glue=runtime.aws("glue") if settings.signals.catalog_database else None,
     )
@@ -88,12 +94,19 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         time_left=_time_left(context, settings.time_budget_seconds),
         keep_upload_on_failure=True,
         previous_manifest_key=ledger.previous_manifest_key(request) if state.ref.force else None,
+        gate=gate_for(settings.export.schema_change_policy, facts, signals.catalog),
     )
     if isinstance(result, Continued):
         save(result.checkpoint)
         metrics.add_metric(name="TransferContinuations", unit=MetricUnit.Count, value=1)
         logger.info("continuing in the next invocation", extra={"bytesDone": result.checkpoint.bytes_done})
         return {**event, "transfer": {"complete": False, "checkpoint": result.checkpoint.to_dict(), "manifest": None}}
+    if isinstance(result, Quarantined):
+        held = signals.quarantined(result.manifest, result.location)
+        for name, count in held.metrics().items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+        logger.warning("quarantined", extra={"location": result.location, "manifestKey": result.manifest.manifest_key})
+        raise SchemaQuarantined(quarantine_sentence(held.signals, result.location))
     manifest = result.manifest
     ledger.mark_landed(request, state.ref.job_id, manifest.key, manifest.manifest_key)
     for name, count in signals.landed(manifest).metrics().items():

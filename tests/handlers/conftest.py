@@ -180,6 +180,7 @@ def function_env(monkeypatch: pytest.MonkeyPatch, aws: Resources, simulator: Any
                 "ALERT_ON_EMPTY_DAY": "false",
                 "LINEAGE_ENDPOINT": "",
                 "CATALOG_DATABASE": "",
+                "SCHEMA_CHANGE_POLICY": "land",
             },
         }[function]
         variables: dict[str, str | None] = {**declared, **overrides}

@@ -33,6 +33,11 @@ def schema(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def exporter(simulator: Any, s3: Any) -> Exporter:
+    return lake_exporter(simulator, s3)
+
+
+def lake_exporter(simulator: Any, s3: Any) -> Exporter:
+    """An exporter onto the simulator, landing under the prefix ``lake`` (archive members per table)."""
     settings = Settings(
         api_url=simulator.base_url,
         token=simulator.token,

@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from omborigrid_local.engine import LocalStack
 from omborigrid_local.simulator import Simulator
 from tests.lineage_receiver import Receiver, lineage_errors, lineage_receiver
 
-from .helpers import DAY, events_for, request_day, start_stack
+from .helpers import DAY, events_for, object_keys, read_object, request_day, start_stack
 from .ops_helpers import assert_outcomes_valid, days_between, ledger_entries, wait_until
 
 DAYS = 30
@@ -35,6 +36,11 @@ CAP = 6
 
 def nth(n: int) -> date:
     return FIRST + timedelta(days=n - 1)
+
+
+def status_args(stack: LocalStack, tenant: str) -> list[str]:
+    """``status`` of the tenant's 30 days, read from the stack's ledger."""
+    return ["status", "--table", stack.table_name, "--tenant", tenant, "--from", str(nth(1)), "--to", str(nth(DAYS))]
 
 
 @pytest.mark.slow
@@ -130,17 +136,7 @@ class TestThirtyDaysOfSignals:
         assert all(completed[str(d)]["proof"]["rows"] > 0 for d in days if d != nth(12))
 
         # status, human and --json, for the closing note.
-        args = [
-            "status",
-            "--table",
-            stack.table_name,
-            "--tenant",
-            tenant,
-            "--from",
-            str(nth(1)),
-            "--to",
-            str(nth(DAYS)),
-        ]
+        args = status_args(stack, tenant)
         capsys.readouterr()
         assert main([*args, "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
@@ -213,3 +209,151 @@ class TestLineageOfAFailedExport:
         assert fail["run"]["facets"]["errorMessage"]["message"] == f"{failed['error']}: {failed['message']}"
         assert fail["run"]["facets"]["nominalTime"]["nominalStartTime"] == f"{DAY}T00:00:00Z"
         assert stack.invocations("AnnounceLineageFunction") == 1
+
+
+def _emitted(printed: str, metric: str) -> list[float]:
+    """The values of ``metric`` in the EMF records the handlers printed (what CloudWatch turns into metrics)."""
+    values: list[float] = []
+    for line in printed.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        record = json.loads(line)
+        value = record.get(metric, [])
+        values.extend(value if isinstance(value, list) else [value])
+    return values
+
+
+@pytest.mark.slow
+class TestThirtyDaysQuarantined:
+    """The same backfill with ``SchemaChangePolicy=quarantine`` and a change that lasts one day (the source broke on
+    day 20 and was put back): day 20 is judged before it is published and lands under ``_quarantine/`` only."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def stack(cls, module_simulator: Simulator) -> Iterator[LocalStack]:
+        local = start_stack(
+            module_simulator,
+            parameters={
+                "MaxJobsInFlight": CAP,
+                "PollInitialSeconds": 60,
+                "PollMaxSeconds": 60,
+                "SchemaChangePolicy": "quarantine",
+            },
+        )
+        try:
+            yield local
+        finally:
+            local.close()
+
+    @pytest.mark.timeout(600)
+    def test_day_20_is_quarantined_failed_and_alarmed_and_a_forced_re_export_lands_it(
+        self,
+        stack: LocalStack,
+        sim: Simulator,
+        tenant: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Given int1 retyped on day 20 only, when 30 days are requested at once under quarantine, then day 20 lands
+        under _quarantine/ only and fails with the sentence, "Export Failed" (SchemaQuarantined), one "Schema
+        Changed" saying where it is and the alarm's metric; days 21-30 land with no further change (day 20 never
+        became the baseline); and a forced re-export of day 20 lands it under its table."""
+        knobs: dict[str, Any] = {
+            "queue_seconds": 0,
+            "delivery": "zip",
+            "rows_per_day": 400,
+            "signals_tenant": tenant,
+            "schema_change_from": nth(20).isoformat(),
+            "schema_change_until": nth(20).isoformat(),
+            "schema_change": "type",
+            "empty_day": [nth(12).isoformat()],
+            "volume_fraction": {nth(25).isoformat(): 0.05},
+        }
+        sim.configure(processing_seconds=30, **knobs)
+        days = days_between(nth(1), nth(DAYS))
+        started = time.monotonic()
+        stack.deliver_export_requested(
+            {"tenantIds": [tenant], "dataDateFrom": str(days[0]), "dataDateTo": str(days[-1]), "split": "daily"}
+        )
+
+        def states() -> collections.Counter[str]:
+            return collections.Counter(e["state"]["S"] for e in ledger_entries(stack, tenant).values())
+
+        wait_until(lambda: states() == {"LANDED": DAYS - 1, "FAILED": 1}, timeout=500, interval=1, what="29+1 days")
+        stack.wait_for_executions(DAYS, timeout=120, match=tenant)
+        elapsed = time.monotonic() - started
+
+        events = events_for(stack, tenant)
+        kinds = collections.Counter(e["detail-type"] for e in events)
+        with capsys.disabled():
+            print(f"\n30-day backfill under quarantine: {elapsed:.0f} s wall; events {dict(kinds)}")
+        assert kinds == {"Export Completed": DAYS - 1, "Schema Changed": 1, "Export Anomalous": 1, "Export Failed": 1}
+        assert assert_outcomes_valid(events) == DAYS + 2
+
+        entry = ledger_entries(stack, tenant)[f"{nth(20)}/{nth(20)}"]
+        assert entry["state"]["S"] == "FAILED"
+        job = entry["jobId"]["S"]
+        folder = f"omborigrid/_quarantine/tenant={tenant}/dt={nth(20)}/job={job}/"
+        location = f"s3://{stack.bucket}/{folder}"
+        [failed] = [e["detail"] for e in events if e["detail-type"] == "Export Failed"]
+        assert (failed["dataDateFrom"], failed["error"], failed["jobId"]) == (str(nth(20)), "SchemaQuarantined", job)
+        assert failed["message"] == (
+            f"The export of tenant {tenant} for {nth(20)} was not published: the events table changed its schema on "
+            f"{nth(20)}: int1 changed type from INT64 to BYTE_ARRAY (STRING) (breaking, against {nth(19)}); the file "
+            f"was quarantined at {location} (nothing was written under the table); set SchemaChangePolicy=land or fix "
+            "the source, then re-export the day with force."
+        )
+        assert entry["error"]["S"] == f"SchemaQuarantined: {failed['message']}"
+
+        [changed] = [e["detail"] for e in events if e["detail-type"] == "Schema Changed"]
+        assert (changed["dataDate"], changed["previousDataDate"]) == (str(nth(20)), str(nth(19)))
+        assert (changed["compatibility"], changed["quarantinedAt"]) == ("breaking", location)
+        assert changed["manifestKey"] == f"{folder}events/_{job}.manifest.json"
+        assert f"the file was quarantined at {location}" in changed["message"]
+
+        # Day 20: everything under _quarantine/ (members of the three tables and the manifest), nothing elsewhere.
+        day20 = [k for k in object_keys(stack) if f"dt={nth(20)}/" in k or f"/{job}/" in k]
+        assert sorted(day20) == [
+            f"{folder}clients/part-0.parquet",
+            f"{folder}events/_{job}.manifest.json",
+            f"{folder}events/part-0.parquet",
+            f"{folder}sessions/part-0.parquet",
+        ]
+        manifest = json.loads(read_object(stack, f"{folder}events/_{job}.manifest.json"))
+        assert {f["key"] for f in manifest["files"]} == {k for k in day20 if k.endswith(".parquet")}
+        landed = [k for k in object_keys(stack, "omborigrid/events/") if f"tenant={tenant}/" in k]
+        assert len([k for k in landed if k.endswith(".parquet")]) == DAYS - 1
+        # What the handlers printed (capsys holds it): the alarm's metric, once; the breaking change's, once.
+        printed = capsys.readouterr().out
+        assert _emitted(printed, "SchemaQuarantines") == [1.0]
+        assert _emitted(printed, "BreakingSchemaChanges").count(1.0) == 1
+
+        args = status_args(stack, tenant)
+        assert main([*args, "--json"]) == 1  # a day shown has not landed
+        report = json.loads(capsys.readouterr().out)
+        assert main(args) == 1
+        human = capsys.readouterr().out
+        with capsys.disabled():
+            print(human)
+            print(json.dumps(report["tenants"][0]["days"][19], indent=2))
+        by_day = {d["date"]: d for d in report["tenants"][0]["days"]}
+        assert by_day[str(nth(20))]["state"] == "FAILED"
+        assert {d: v["signal"] for d, v in by_day.items() if v["signal"]} == {
+            str(nth(12)): "empty",
+            str(nth(25)): "anomalous",
+        }
+        assert f"quarantined at {location}" in human
+
+        # The operator accepts the change: a forced re-export lands day 20 under its table, announced as breaking.
+        sim.configure(processing_seconds=1, **knobs)
+        stack.deliver_export_requested(
+            {"tenantIds": [tenant], "dataDateFrom": str(nth(20)), "dataDateTo": str(nth(20)), "force": True}
+        )
+        wait_until(lambda: states() == {"LANDED": DAYS}, timeout=120, interval=1, what="day 20 landed by force")
+        stack.wait_for_executions(DAYS + 1, timeout=60, match=tenant)
+        again = [e for e in events_for(stack, tenant) if e not in events]
+        assert collections.Counter(e["detail-type"] for e in again) == {"Export Completed": 1, "Schema Changed": 1}
+        [accepted] = [e["detail"] for e in again if e["detail-type"] == "Schema Changed"]
+        assert (accepted["compatibility"], accepted["quarantinedAt"]) == ("breaking", None)
+        # Two signals, two ids: a consumer deduplicating on id sees the quarantine and the accepted landing.
+        assert changed["id"] == f"{accepted['id']}/quarantined/{job}"
+        assert any(k.startswith(f"omborigrid/events/tenant={tenant}/dt={nth(20)}/") for k in object_keys(stack))

@@ -25,6 +25,7 @@ from omborigrid_export.settings import (
     DEFAULT_PART_SIZE,
     MIB,
     ArchiveLimits,
+    SchemaChangePolicy,
     Settings,
     TransferSettings,
 )
@@ -281,6 +282,7 @@ DOWNLOAD = {
     "ALERT_ON_EMPTY_DAY": "true",
     "LINEAGE_ENDPOINT": "",
     "CATALOG_DATABASE": "",
+    "SCHEMA_CHANGE_POLICY": "quarantine",
 }
 MODELS: dict[type[Any], dict[str, str]] = {
     CreateJobSettings: CREATE_JOB,
@@ -325,6 +327,9 @@ def test_given_the_download_environment_then_the_transfer_and_landing_values_par
         DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_PROOF_TOLERANCE_HOURS": "a day"})
     with pytest.raises(ConfigurationError, match="archive limits"):
         DownloadSettings.from_env({**DOWNLOAD, "OMBORIGRID_ARCHIVE_MAX_RATIO": "0"})
+    assert settings.export.schema_change_policy is SchemaChangePolicy.QUARANTINE
+    with pytest.raises(ConfigurationError, match="SCHEMA_CHANGE_POLICY must be land or quarantine, not 'hold'"):
+        DownloadSettings.from_env({**DOWNLOAD, "SCHEMA_CHANGE_POLICY": "hold"})
     signals = settings.signals
     assert (signals.event_bus, signals.lineage_endpoint, signals.catalog_database) == ("omborigrid-export", None, None)
     assert (signals.rule.history_days, signals.rule.min_history, signals.rule.low_ratio) == (21, 10, 0.25)

@@ -35,6 +35,7 @@ from .manifest import read_manifest_at
 from .models import ExportJob, JobIdentity, validate_job_id
 from .proof import ContentProver, Proof
 from .redact import describe_exception
+from .schema_gate import SchemaGate
 from .settings import ArchiveLimits
 from .transfer import (
     DEADLINE_MARGIN_SECONDS,
@@ -118,9 +119,10 @@ class ArchiveLander:
         limits: ArchiveLimits,
         prover_for: ProverFactory | None = None,
         time_left: Callable[[], float] | None = None,
+        gate: SchemaGate | None = None,
     ) -> None:
         self._s3, self._layout, self._part_size, self._limits = s3, layout, part_size, limits
-        self._prover_for, self._time_left = prover_for, time_left
+        self._prover_for, self._time_left, self._gate = prover_for, time_left, gate
 
     def land(self, staged: LandedObject, identity: JobIdentity, job: ExportJob, *, replace: bool) -> ArchiveContents:
         """Verify every member into an open upload, then publish them all; on any failure, nothing stays."""
@@ -191,7 +193,7 @@ class ArchiveLander:
             self._s3, bucket, plan.key, job, size=size, part_size=choose_part_size(size, self._part_size)
         )
         try:
-            prover = None if self._prover_for is None else self._prover_for(identity, plan.table)
+            prover = self._prover(identity, plan)
             # Enough of the end is kept to prove the member (at least its magic bytes without a prover).
             keep = len(PARQUET_MAGIC) if prover is None else prover.max_tail_bytes
             tail = self._upload_parts(upload, itertools.chain(first, stream), identity, keep)
@@ -212,6 +214,16 @@ class ArchiveLander:
                 tail.append(chunk)
             parts.finish()
         return tail
+
+    def _prover(self, identity: JobIdentity, plan: MemberPlan) -> ContentProver | None:
+        """The member's prover; with a gate (SchemaChangePolicy=quarantine) its proof is also judged before the
+        member can be published (a breaking schema raises ``BreakingSchema``, and every open upload is aborted)."""
+        if self._prover_for is None:
+            return None
+        prover = self._prover_for(identity, plan.table)
+        if self._gate is None:
+            return prover
+        return self._gate.guard(prover, tenant_id=identity.request.tenant_id, table=plan.table, day=plan.day)
 
     @staticmethod
     def _prove(plan: MemberPlan, tail: RollingTail, prover: ContentProver | None) -> Proof | None:
@@ -239,8 +251,8 @@ class ArchiveLander:
         if head is None or head["ContentLength"] != size or head.get("ChecksumCRC32") != crc:
             return None
         proof = None
-        if self._prover_for is not None:
-            prover = self._prover_for(identity, plan.table)
+        prover = self._prover(identity, plan)
+        if prover is not None:
             needed = prover.tail_length(size, self._read(bucket, plan.key, max(0, size - 8)))
             if needed > prover.max_tail_bytes:
                 raise IntegrityError(f"The parquet footer of {plan.key} is too large to be verified ({needed} bytes).")

@@ -6,9 +6,10 @@ declares (one description, checked against the simulator's schemas by ``tests/te
 whose type differs from the catalog's (``int1`` landing as a string where the table says ``bigint``) makes Athena
 fail on that day. So a "Schema Changed" that is breaking also carries the conflicts with the catalog.
 
-The check runs after the day is published (Download sees the schema once the file landed; the file is already under
-its key when the signals are judged), and it is advice, never a reason to fail the landing: a Glue table that
-cannot be read is reported as not checked, with the reason.
+With ``SchemaChangePolicy=land`` the check runs after the day is published (the file is already under its key when
+the signals are judged) and is advice, never a reason to fail the landing. With ``quarantine`` the gate
+(:mod:`.schema_gate`) asks it before publication, and a conflict holds the file back. Either way a Glue table that
+cannot be read is reported as not checked, with the reason (and holds nothing back).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class CatalogCheck:
     conflicts: tuple[CatalogConflict, ...] = ()
     #: Why the table could not be checked (checked is False).
     reason: str | None = None
+
+    def describe_conflicts(self) -> str:
+        """The conflicts as a clause: "int1 is string, the table says bigint" ("" when there are none)."""
+        return ", ".join(f"{c.column} is {c.landed}, the table says {c.catalog}" for c in self.conflicts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

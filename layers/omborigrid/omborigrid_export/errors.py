@@ -11,7 +11,8 @@ name to Step Functions (``ErrorEquals`` matches names, not the class tree), so a
 
     OmboriGridExportError
     ├── InvalidInput, ConfigurationError, AuthError, RequestRejected, JobNotFound, AmbiguousCreate,
-    │   InvalidApiResponse, ExportFailed, JobExpired, ExportTimedOut, UnsafeUrl, IntegrityError, LandingConflict
+    │   InvalidApiResponse, ExportFailed, JobExpired, ExportTimedOut, UnsafeUrl, IntegrityError, LandingConflict,
+    │   SchemaQuarantined
     ├── ApiUnavailable, DownloadUrlExpired, TransferFailed            (retryable)
     ├── LedgerError ── LedgerUnavailable                              (retryable)
     ├── StepFunctionsError ── StepFunctionsUnavailable                (retryable)
@@ -100,6 +101,12 @@ class IntegrityError(OmboriGridExportError):
 
 class LandingConflict(OmboriGridExportError):
     """A different object already sits under the final key and replacing it was not requested."""
+
+
+class SchemaQuarantined(OmboriGridExportError):
+    """With ``SchemaChangePolicy=quarantine``, the file's schema broke with the previous landed day's (or with the
+    catalog's table): it landed under ``{prefix}/_quarantine/`` instead of its table, and the day failed. Fix the
+    source, or accept the change (``SchemaChangePolicy=land``, or a forced re-export), then re-export."""
 
 
 class LedgerError(OmboriGridExportError):

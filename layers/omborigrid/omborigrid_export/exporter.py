@@ -9,6 +9,7 @@ Collaborators (API client, S3 client, HTTP sessions, clock, content prover) are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from botocore.exceptions import ClientError
 from .archive import ArchiveLander, ProverFactory
 from .client import OmboriGridClient
 from .errors import ExportFailed, GarbledResponse, IntegrityError, OmboriGridExportError
+from .lake_facts import SINGLE_FILE_TABLE
+from .layout import KeyLayout, quarantine_folder, quarantine_layout
 from .manifest import Manifest, build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .parquet_proof import ParquetProver
 from .polling import PollState
 from .redact import describe_exception
+from .schema_gate import BreakingSchema, SchemaGate
 from .settings import ArchiveLimits, Settings
 from .transfer import (
     ZIP_LOCAL_HEADER,
@@ -51,9 +55,40 @@ class Landed:
     manifest: Manifest
 
 
-#: A landing either finished (``Landed``) or ran out of the invocation's time first (``Continued``, the
-#: transfer's own: land again with ``resume=checkpoint``).
-LandingResult = Landed | Continued
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """SchemaChangePolicy=quarantine held the delivery back: it landed under ``location`` (``{prefix}/_quarantine/``,
+    its manifest there too) and nothing of it under a final key. The day is not landed."""
+
+    manifest: Manifest
+    #: ``s3://bucket/{prefix}/_quarantine/tenant=…/dt=…/job=…/``: the folder an operator inspects.
+    location: str
+
+
+#: A landing finished (``Landed``), was held back by its schema (``Quarantined``) or ran out of the invocation's
+#: time first (``Continued``, the transfer's own: land again with ``resume=checkpoint``).
+LandingResult = Landed | Quarantined | Continued
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Destination:
+    """Where a landing goes: its tables (the configured layouts) or the quarantine."""
+
+    single_key: str
+    archive_layout: KeyLayout
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Attempt:
+    """One call of :meth:`Exporter.land`: what it lands and how it may end, wherever it goes."""
+
+    identity: JobIdentity
+    job: ExportJob
+    bucket: str
+    resume: Checkpoint | None
+    time_left: Callable[[], float] | None
+    keep_upload_on_failure: bool
+    on_checkpoint: CheckpointSink | None
 
 
 class Exporter:
@@ -80,6 +115,7 @@ class Exporter:
             lambda identity, _table: ParquetProver(identity, settings.proof)
         )
         self._archive_limits = archive_limits or settings.archive
+        self._quarantine = quarantine_layout(settings.layout.prefix)
 
     def create(self, request: ExportRequest) -> ExportJob:
         return self.client.create_job(request)
@@ -107,10 +143,11 @@ class Exporter:
         )
         return job, next_poll
 
-    def key_for(self, identity: JobIdentity, filename: str) -> str:
-        """The final key of a single-file delivery: from the requested identity, never a later answer."""
+    def key_for(self, identity: JobIdentity, filename: str, layout: KeyLayout | None = None) -> str:
+        """The final key of a single-file delivery (or its key in ``layout``, the quarantine's): from the requested
+        identity, never a later answer."""
         request = identity.request
-        return self.settings.layout.key_for(
+        return (layout or self.settings.layout).key_for(
             tenant_id=request.tenant_id,
             date_from=request.date_from,
             date_to=request.date_to,
@@ -129,17 +166,80 @@ class Exporter:
         keep_upload_on_failure: bool = False,
         previous_manifest_key: str | None = None,
         on_checkpoint: CheckpointSink | None = None,
+        gate: SchemaGate | None = None,
     ) -> LandingResult:
         """Land the job's file (or, for an archive, its members) and write the manifest last.
 
         ``previous_manifest_key`` names the manifest of an earlier landing of the same tenant/dates; with
         ``replace`` its files that the new landing did not overwrite are removed afterwards, so a forced
-        re-export never leaves two copies of a day behind.
+        re-export never leaves two copies of a day behind. ``gate`` (SchemaChangePolicy=quarantine) judges each
+        proven file before it is published; a breaking one sends the whole delivery to quarantine
+        (:class:`Quarantined`). A forced re-export is not judged: ``force`` is the operator accepting the change.
         """
         # Always read the job again: the URL from an earlier check may have expired meanwhile.
         job = self.client.get_pinned_job(identity)
         if job.status is not JobStatus.DONE:
             raise ExportFailed(f"Job {job.id} was expected to be done but is {job.status.value}.")
+        held = _Destination(
+            single_key=self.key_for(identity, job.filename, self._quarantine), archive_layout=self._quarantine
+        )
+        final = _Destination(
+            single_key=self.key_for(identity, job.filename), archive_layout=self.settings.archive_layout
+        )
+        attempt = _Attempt(
+            identity=identity,
+            job=job,
+            bucket=bucket,
+            resume=resume,
+            time_left=time_left,
+            keep_upload_on_failure=keep_upload_on_failure,
+            on_checkpoint=on_checkpoint,
+        )
+        if resume is not None and resume.key == held.single_key:
+            return self._quarantined(attempt, held)
+        try:
+            landed = self._land_at(attempt, final, replace=replace, gate=None if replace else gate)
+        except BreakingSchema as breaking:
+            logger.warning("%s: %s; landing it in quarantine", identity.label, breaking)
+            return self._quarantined(dataclasses.replace(attempt, resume=None), held)
+        if isinstance(landed, Landed) and replace and previous_manifest_key:
+            self._remove_replaced(bucket, previous_manifest_key, landed.manifest)
+        return landed
+
+    def quarantine_location(self, identity: JobIdentity, bucket: str) -> str:
+        """Where a quarantined delivery of ``identity`` lands: ``s3://bucket/{prefix}/_quarantine/…/job=…/``."""
+        request = identity.request
+        folder = quarantine_folder(
+            self.settings.layout.prefix, tenant_id=request.tenant_id, day=request.date_from, job_id=identity.job_id
+        )
+        return f"s3://{bucket}/{folder}"
+
+    def _quarantined(self, attempt: _Attempt, held: _Destination) -> LandingResult:
+        """A single file's delivery again, to the quarantine (its first upload was aborted before any completion)."""
+        landed = self._land_at(attempt, held, replace=False, gate=None)
+        if isinstance(landed, Landed):
+            return Quarantined(landed.manifest, self.quarantine_location(attempt.identity, attempt.bucket))
+        return landed
+
+    def _land_staged(
+        self, attempt: _Attempt, staged: LandedObject, layout: KeyLayout, *, replace: bool, gate: SchemaGate | None
+    ) -> Landed | Quarantined:
+        """An archive's members from the staged delivery: to ``layout``, or, when the gate holds one back (every
+        member's upload then aborted, nothing published), all of them from the same staged object to the quarantine."""
+        identity = attempt.identity
+        try:
+            lander = self._archive_lander(layout, attempt.time_left, gate)
+            return Landed(self._land_archive(identity, attempt.job, staged, lander, replace=replace))
+        except BreakingSchema as breaking:
+            logger.warning("%s: %s; landing its members in quarantine", identity.label, breaking)
+        lander = self._archive_lander(self._quarantine, attempt.time_left, None)
+        held = self._land_archive(identity, attempt.job, staged, lander, replace=False)
+        return Quarantined(held, self.quarantine_location(identity, attempt.bucket))
+
+    def _land_at(
+        self, attempt: _Attempt, destination: _Destination, *, replace: bool, gate: SchemaGate | None
+    ) -> LandingResult:
+        identity, job, resume = attempt.identity, attempt.job, attempt.resume
         transfer = Transfer(
             self.s3,
             self.settings.transfer,
@@ -154,40 +254,43 @@ class Exporter:
         staging_key = self.settings.archive_layout.staging_key(
             tenant_id=identity.request.tenant_id, job_id=identity.job_id, filename=job.filename
         )
-        single_key = self.key_for(identity, job.filename)
+        single_key = destination.single_key
         if resume is None and not replace:
             # A rerun of an export that already landed: answer without touching the source at all.
-            existing = transfer.existing(job, bucket=bucket, key=single_key)
+            existing = transfer.existing(job, bucket=attempt.bucket, key=single_key)
             if existing is not None:
                 return Landed(self._committed(identity, job, existing))
         # Decided by the bytes, never by the file name.
         is_archive = (
             resume.key == staging_key if resume is not None else transfer.peek(job, refresh) == ZIP_LOCAL_HEADER
         )
+        prover = None
+        if not is_archive:
+            # An archive is proven member by member once it is staged; a single file before it is published.
+            prover = self._prover_for(identity, None)
+            if gate is not None:
+                request = identity.request
+                prover = gate.guard(prover, tenant_id=request.tenant_id, table=SINGLE_FILE_TABLE, day=request.date_from)
         outcome: TransferOutcome = transfer.land(
             job,
             refresh,
-            bucket=bucket,
+            bucket=attempt.bucket,
             key=staging_key if is_archive else single_key,
             replace=replace and not is_archive,
             resume=resume,
-            time_left=time_left,
-            keep_upload_on_failure=keep_upload_on_failure,
-            on_checkpoint=on_checkpoint,
-            # An archive is proven member by member once it is staged; a single file before it is published.
-            prover=None if is_archive else self._prover_for(identity, None),
+            time_left=attempt.time_left,
+            keep_upload_on_failure=attempt.keep_upload_on_failure,
+            on_checkpoint=attempt.on_checkpoint,
+            prover=prover,
         )
         if isinstance(outcome, Continued):
             return outcome
         if is_archive:
-            manifest = self._land_archive(identity, job, outcome.object, replace=replace, time_left=time_left)
-        elif outcome.object.already_existed:
+            return self._land_staged(attempt, outcome.object, destination.archive_layout, replace=replace, gate=gate)
+        if outcome.object.already_existed:
             return Landed(self._committed(identity, job, outcome.object))
-        else:
-            manifest = build_manifest(identity, job, outcome.object, proof=outcome.proof, landed_at=self._now())
-            write_manifest(self.s3, manifest)
-        if replace and previous_manifest_key:
-            self._remove_replaced(bucket, previous_manifest_key, manifest)
+        manifest = build_manifest(identity, job, outcome.object, proof=outcome.proof, landed_at=self._now())
+        write_manifest(self.s3, manifest)
         return Landed(manifest)
 
     def _committed(self, identity: JobIdentity, job: ExportJob, existing: LandedObject) -> Manifest:
@@ -206,25 +309,24 @@ class Exporter:
         write_manifest(self.s3, manifest)
         return manifest.as_already_existed()
 
-    def _land_archive(
-        self,
-        identity: JobIdentity,
-        job: ExportJob,
-        staged: LandedObject,
-        *,
-        replace: bool,
-        time_left: Callable[[], float] | None,
-    ) -> Manifest:
-        if staged.content_kind != "zip":
-            raise IntegrityError(f"The delivery of {identity.label} starts like a zip but is not a valid zip archive.")
-        lander = ArchiveLander(
+    def _archive_lander(
+        self, layout: KeyLayout, time_left: Callable[[], float] | None, gate: SchemaGate | None
+    ) -> ArchiveLander:
+        return ArchiveLander(
             self.s3,
-            layout=self.settings.archive_layout,
+            layout=layout,
             part_size=self.settings.transfer.part_size,
             limits=self._archive_limits,
             prover_for=self._prover_for,
             time_left=time_left,
+            gate=gate,
         )
+
+    def _land_archive(
+        self, identity: JobIdentity, job: ExportJob, staged: LandedObject, lander: ArchiveLander, *, replace: bool
+    ) -> Manifest:
+        if staged.content_kind != "zip":
+            raise IntegrityError(f"The delivery of {identity.label} starts like a zip but is not a valid zip archive.")
         contents = lander.land(staged, identity, job, replace=replace)
         manifest = build_archive_manifest(identity, job, staged, contents, landed_at=self._now())
         try:

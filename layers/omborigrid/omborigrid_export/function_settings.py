@@ -24,6 +24,8 @@ from .settings import (
     ARCHIVE_VARIABLES,
     MIB,
     PROOF_VARIABLES,
+    SCHEMA_CHANGE_POLICY,
+    SchemaChangePolicy,
     Settings,
     TransferSettings,
     archive_limits_from,
@@ -160,6 +162,7 @@ class DownloadSettings:
         Variable("EXPORT_BUCKET_OWNER"),
         *(Variable(name) for name in (*PROOF_VARIABLES, *ARCHIVE_VARIABLES)),
         *(Variable(name) for name in SignalSettings.VARIABLES),
+        Variable(SCHEMA_CHANGE_POLICY),
         #: Caps an invocation's transfer time below Lambda's remaining time (tests and tuning).
         Variable("DOWNLOAD_TIME_BUDGET_SECONDS", required=False),
     )
@@ -191,6 +194,7 @@ class DownloadSettings:
                 expected_bucket_owner=env.name("EXPORT_BUCKET_OWNER"),
                 proof=proof_policy_from({name: env.text(name) for name in PROOF_VARIABLES}),
                 archive=archive_limits_from({name: env.text(name) for name in ARCHIVE_VARIABLES}),
+                schema_change_policy=SchemaChangePolicy.parse(env.name(SCHEMA_CHANGE_POLICY)),
             ),
             ledger_table=env.name("LEDGER_TABLE"),
             bucket=env.name("EXPORT_BUCKET"),

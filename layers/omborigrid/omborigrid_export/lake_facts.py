@@ -131,6 +131,11 @@ class LandingFact:
         }
 
 
+def previous_schema(history: Sequence[LandingFact]) -> LandingFact | None:
+    """The newest fact of ``history`` (newest first) that has a schema: what a day's schema is compared with."""
+    return next((f for f in history if f.schema_fingerprint is not None), None)
+
+
 def sort_key(day: date, table: str) -> str:
     return f"{day.isoformat()}#{table}"
 

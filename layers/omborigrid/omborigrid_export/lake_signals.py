@@ -4,7 +4,9 @@ A landing that "succeeded" can still hurt the people who read the lake: a column
 of its usual rows. After a day lands (its manifest written), :func:`observe` turns each (table, day) of the manifest
 into a :class:`~.lake_facts.LandingFact`, compares it with the previous landed day of the same tenant and table
 (schema, :mod:`.schema_diff`) and with the volume baseline (:mod:`.volume`), keeps the fact with its verdicts, and
-returns the events to announce: "Schema Changed" and "Export Anomalous" (``schemas/``).
+returns the events to announce: "Schema Changed" and "Export Anomalous" (``schemas/``). A delivery that
+``SchemaChangePolicy=quarantine`` held back before publication (:mod:`.schema_gate`) is judged by
+:func:`judge_quarantined` instead: its changes are announced, nothing of it is kept.
 
 Why the Download function puts them itself (EventBridge PutEvents) instead of returning them to a state that does:
 a manifest of an archive can hold several tables and days, so there can be any number of signals; one PutEvents call
@@ -27,12 +29,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import lineage
 from .catalog_check import Catalog, CatalogCheck
 from .errors import ConfigurationError, TransferFailed
-from .lake_facts import LakeFacts, LandingFact, facts_of
+from .lake_facts import LakeFacts, LandingFact, facts_of, previous_schema
 from .lineage import LineageSender
 from .manifest import Manifest
 from .models import JobIdentity
 from .redact import describe_exception
 from .schema_diff import SchemaDiff, diff_schemas
+from .schema_gate import HISTORY_DAYS, SchemaHistory
 from .volume import Baseline, VolumeCheck, VolumeRule
 
 if TYPE_CHECKING:
@@ -54,11 +57,20 @@ class SchemaChange:
     diff: SchemaDiff
     #: A breaking change checked against the Glue table (with the catalog on), else None.
     catalog: CatalogCheck | None = None
+    #: Where SchemaChangePolicy=quarantine landed the file instead of its table (``s3://…/_quarantine/…/``), else None.
+    quarantined_at: str | None = None
+
+    @property
+    def holds_back(self) -> bool:
+        """Whether this change sends a file to quarantine: breaking, or at odds with the catalog's table."""
+        return self.diff.is_breaking or (self.catalog is not None and bool(self.catalog.conflicts))
 
     def to_detail(self) -> dict[str, Any]:
         fact = self.fact
+        # A held-back delivery is its own signal: the forced landing of the same schema later announces it again.
+        held = "" if self.quarantined_at is None else f"/quarantined/{fact.job_id}"
         return {
-            "id": f"{fact.tenant_id}/{fact.table}/{fact.day}/schema/{fact.schema_fingerprint}",
+            "id": f"{fact.tenant_id}/{fact.table}/{fact.day}/schema/{fact.schema_fingerprint}{held}",
             "tenantId": fact.tenant_id,
             "table": fact.table,
             "dataDate": fact.day.isoformat(),
@@ -70,6 +82,7 @@ class SchemaChange:
             "compatibility": self.diff.compatibility.value,
             "diff": self.diff.to_dict(),
             "catalog": None if self.catalog is None else self.catalog.to_dict(),
+            "quarantinedAt": self.quarantined_at,
             "message": self.describe(),
         }
 
@@ -80,8 +93,12 @@ class SchemaChange:
             f"({self.diff.compatibility.value}, against {self.previous.day}): {self.diff.describe()}."
         )
         if self.catalog is not None and self.catalog.conflicts:
-            clash = ", ".join(f"{c.column} is {c.landed}, the table says {c.catalog}" for c in self.catalog.conflicts)
-            text += f" Athena reads it through {self.catalog.database}.{self.catalog.table}, where {clash}."
+            catalog = self.catalog
+            text += (
+                f" Athena reads it through {catalog.database}.{catalog.table}, where {catalog.describe_conflicts()}."
+            )
+        if self.quarantined_at is not None:
+            text += f" SchemaChangePolicy is quarantine: the file was quarantined at {self.quarantined_at}."
         return text
 
 
@@ -166,11 +183,47 @@ def observe(manifest: Manifest, store: LakeFacts, rule: VolumeRule, catalog: Cat
     return LandingSignals(manifest, tuple(kept), tuple(changes), tuple(anomalies))
 
 
+def judge_quarantined(
+    manifest: Manifest, store: SchemaHistory, location: str, catalog: Catalog | None = None
+) -> LandingSignals:
+    """The signals of a delivery SchemaChangePolicy=quarantine held back (landed at ``location``): its schema changes,
+    judged as :func:`observe` judges them, each checked against ``catalog``. Nothing is kept: a quarantined day is no
+    landing, and its fact must not become the baseline the next day is compared with (which would then land as a
+    change back). No volume verdict either: the day is failed, not anomalous."""
+    facts = facts_of(manifest)
+    changes: list[SchemaChange] = []
+    for fact in facts:
+        change = _schema_change(fact, store.before(fact.tenant_id, fact.table, fact.day, limit=HISTORY_DAYS))
+        if change is not None:
+            checked = catalog.check(fact.table, fact.columns) if catalog else None
+            changes.append(SchemaChange(fact, change.previous, change.diff, checked, quarantined_at=location))
+    return LandingSignals(manifest, tuple(facts), tuple(changes), ())
+
+
+def quarantine_sentence(signals: LandingSignals, location: str) -> str:
+    """Why a quarantined day failed, and what to do: the message of ``SchemaQuarantined`` (ledger, "Export Failed")."""
+    held = [c for c in signals.schema_changes if c.holds_back] or list(signals.schema_changes)
+    manifest = signals.manifest
+    if held:
+        what = "; ".join(
+            f"the {c.fact.table} table changed its schema on {c.fact.day}: {c.diff.describe()} "
+            f"({'breaking' if c.holds_back else c.diff.compatibility.value}, against {c.previous.day})"
+            for c in held
+        )
+    else:  # the history changed between the landing and now (a day landed meanwhile): the file is held all the same
+        what = f"the schema of its files broke with the days landed before {manifest.date_from}"
+    return (
+        f"The export of tenant {manifest.tenant_id} for {manifest.date_from} was not published: {what}; "
+        f"the file was quarantined at {location} (nothing was written under the table); set SchemaChangePolicy=land "
+        "or fix the source, then re-export the day with force."
+    )
+
+
 def _schema_change(fact: LandingFact, history: Sequence[LandingFact]) -> SchemaChange | None:
     """The change against the newest earlier landed day that had a schema, if the fingerprints differ."""
     if fact.schema_fingerprint is None:
         return None
-    previous = next((f for f in history if f.schema_fingerprint is not None), None)
+    previous = previous_schema(history)
     if previous is None or previous.schema_fingerprint == fact.schema_fingerprint:
         return None
     return SchemaChange(fact, previous, diff_schemas(previous.columns, fact.columns))
@@ -299,6 +352,11 @@ class LakeSignals:
         self._lineage = None if settings.lineage_endpoint is None else LineageSender(settings.lineage_endpoint)
         self._now = now or (lambda: datetime.now(UTC))
 
+    @property
+    def catalog(self) -> Catalog | None:
+        """The catalog breaking changes are checked against (None when it is off)."""
+        return self._catalog
+
     def started(self, identity: JobIdentity) -> bool | None:
         """Sends the run's START (None when lineage is off; else whether the endpoint took it)."""
         if self._lineage is None:
@@ -314,12 +372,20 @@ class LakeSignals:
             lineage_sent = self._lineage.send(lineage.complete_event(manifest, signals.facts, now=self._now()))
         return LandingReport(signals=signals, announced=announced, lineage_sent=lineage_sent)
 
+    def quarantined(self, manifest: Manifest, location: str) -> LandingReport:
+        """Announces the schema changes of a delivery held back in quarantine at ``location`` (nothing is kept; its
+        run's FAIL follows from "Export Failed")."""
+        signals = judge_quarantined(manifest, self._store, location, self._catalog)
+        announced = 0 if self._settings.event_bus is None else publish(self._events, self._settings.event_bus, signals)
+        return LandingReport(signals=signals, announced=announced, lineage_sent=None, quarantined=True)
+
 
 @dataclass(frozen=True, slots=True)
 class LandingReport:
     signals: LandingSignals
     announced: int
     lineage_sent: bool | None
+    quarantined: bool = False
 
     def metrics(self) -> dict[str, int]:
         """The counts Download publishes as metrics (the alarms watch them)."""
@@ -330,6 +396,8 @@ class LandingReport:
             "VolumeAnomalies": 1 if signals.anomalies else 0,
             "EmptyDays": len(signals.empty_days),
         }
+        if self.quarantined:
+            counts["SchemaQuarantines"] = 1
         if self.lineage_sent is False:
             counts["LineageEventsNotSent"] = 1
         return counts

@@ -18,6 +18,13 @@ DEFAULT_KEY_TEMPLATE = "{prefix}/tenant={tenantId}/dt={dataDateFrom}/{filename}"
 #: Members of archive deliveries land per table, so one Glue/Athena table covers ``{prefix}/{table}/``.
 DEFAULT_ARCHIVE_KEY_TEMPLATE = "{prefix}/{table}/tenant={tenantId}/dt={dataDateFrom}/{filename}"
 STAGING_DIR = "_staging"
+#: Where ``SchemaChangePolicy=quarantine`` lands a file whose schema breaks its table's: beside the tables, never in
+#: one (the leading ``_`` hides it from Glue crawlers and Spark too), one folder per tenant, day and job so an
+#: operator finds the day and compares it with what landed before; the table name keeps an archive's members apart.
+QUARANTINE_DIR = "_quarantine"
+QUARANTINE_KEY_TEMPLATE = (
+    "{prefix}/" + QUARANTINE_DIR + "/tenant={tenantId}/dt={dataDateFrom}/job={jobId}/{table}/{filename}"
+)
 PLACEHOLDERS = frozenset({"prefix", "table", "tenantId", "dataDateFrom", "dataDateTo", "jobId", "filename"})
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9!_.*'()=+-]+$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()=+/-]*$")
@@ -90,6 +97,19 @@ class KeyLayout:
         """Where an archive delivery waits while its members land: hidden (``_``) from query engines."""
         parts = [p for p in (self.prefix, STAGING_DIR, f"tenant={tenant_id}", job_id, filename) if p]
         return "/".join(parts)
+
+
+def quarantine_layout(prefix: str) -> KeyLayout:
+    """The layout of quarantined files under ``prefix`` (the landing's prefix): the same for single files and
+    archive members, whatever the configured key templates are."""
+    return KeyLayout(prefix=prefix, template=QUARANTINE_KEY_TEMPLATE)
+
+
+def quarantine_folder(prefix: str, *, tenant_id: str, day: date, job_id: str) -> str:
+    """The folder (ending in ``/``) that holds everything one job quarantined for ``day``: what
+    :func:`quarantine_layout` renders above the table name."""
+    parts = [p for p in (prefix.strip("/"), QUARANTINE_DIR, f"tenant={tenant_id}", f"dt={day.isoformat()}") if p]
+    return "/".join([*parts, f"job={job_id}", ""])
 
 
 def manifest_key_for(data_key: str) -> str:

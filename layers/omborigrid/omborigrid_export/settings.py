@@ -7,6 +7,7 @@ template.yaml's parameters), and pass what is needed down. Names are a contract 
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import string
@@ -25,6 +26,8 @@ MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_CONCURRENCY = 8
 DEFAULT_ATTEMPTS = 5
+#: The variable of the schema change policy, the same for the Download function and the CLI.
+SCHEMA_CHANGE_POLICY = "SCHEMA_CHANGE_POLICY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,27 @@ class ArchiveLimits:
             raise ConfigurationError("The archive limits must be positive (a compression ratio of at least 1).")
 
 
+class SchemaChangePolicy(enum.StrEnum):
+    """What a landing does with a breaking schema change (``SchemaChangePolicy``, README "Configuration")."""
+
+    #: Land it under its table and announce it ("Schema Changed"): the default.
+    LAND = "land"
+    #: Land it under ``{prefix}/_quarantine/`` instead, fail the day and announce it (:mod:`.schema_gate`).
+    QUARANTINE = "quarantine"
+
+    @classmethod
+    def parse(cls, text: str, name: str = SCHEMA_CHANGE_POLICY) -> SchemaChangePolicy:
+        """The policy named by ``text`` ("" is the default, ``land``); a ConfigurationError naming ``name`` if not."""
+        value = text.strip().lower() or cls.LAND.value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"{name} must be land or quarantine, not {text!r}: land (the default) lands and announces a breaking "
+                "schema change, quarantine lands it under _quarantine/ and fails the day."
+            ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     api_url: str = DEFAULT_API_URL
@@ -93,6 +117,8 @@ class Settings:
     #: The AWS account that must own the bucket (EXPORT_BUCKET_OWNER): every S3 call names it as
     #: ExpectedBucketOwner, so a bucket of another account is never written (omborigrid_export.bucket_owner).
     expected_bucket_owner: str | None = None
+    #: What a landing does with a breaking schema change (SCHEMA_CHANGE_POLICY).
+    schema_change_policy: SchemaChangePolicy = SchemaChangePolicy.LAND
 
     def __post_init__(self) -> None:
         if self.expected_bucket_owner is not None and not _ACCOUNT_ID.fullmatch(self.expected_bucket_owner):
@@ -135,6 +161,7 @@ class Settings:
             archive_layout=archive_layout,
             proof=proof_policy_from(env),
             archive=archive_limits_from(env),
+            schema_change_policy=SchemaChangePolicy.parse(env.get(SCHEMA_CHANGE_POLICY, "")),
         )
 
 

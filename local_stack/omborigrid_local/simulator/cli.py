@@ -153,6 +153,7 @@ def _add_signals(parser: argparse.ArgumentParser) -> None:
 
     flag("--signals-tenant", metavar="TENANT", help="apply the signals below to this tenant only (default all)")
     flag("--schema-change-from", metavar="YYYY-MM-DD", help="from this day the events schema changes")
+    flag("--schema-change-until", metavar="YYYY-MM-DD", help="the last day of that change (default: it stays)")
     flag("--schema-change", choices=SCHEMA_CHANGES, help="type: int1 becomes a string (default); add: str6 added")
     flag("--empty-day", action="append", metavar="YYYY-MM-DD", help="repeatable: a day with 0 rows")
     flag(

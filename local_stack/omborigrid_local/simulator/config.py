@@ -79,6 +79,7 @@ class SimulatorConfig:
     * ``schema_change_from`` (YYYY-MM-DD) with ``schema_change``: from that day on the events table changes,
       ``"type"`` - ``int1`` becomes a string column (breaking), ``"add"`` - a string column ``str6`` is
       appended (additive). A parquet delivery whose range reaches that day has the changed schema throughout.
+      ``schema_change_until`` (YYYY-MM-DD, inclusive) ends it: a source that broke for a while and was put back.
     * ``empty_day`` (dates): those days have 0 rows.
     * ``volume_fraction`` ({date: fraction}, also ``"YYYY-MM-DD:0.05"`` strings): that day has
       ``round(rows_per_day * fraction)`` events.
@@ -137,6 +138,7 @@ class SimulatorConfig:
     signals_tenant: str | None = None
     schema_change_from: str | None = None
     schema_change: str = "type"
+    schema_change_until: str | None = None
     empty_day: list[str] = field(default_factory=list)
     volume_fraction: dict[str, float] = field(default_factory=dict)
 
@@ -375,6 +377,12 @@ def _validate_signals(cfg: SimulatorConfig) -> None:
     )
     if cfg.schema_change_from is not None:
         _date(cfg.schema_change_from, "schema_change_from")
+    if cfg.schema_change_until is not None:
+        _date(cfg.schema_change_until, "schema_change_until")
+        _check(
+            cfg.schema_change_from is not None and cfg.schema_change_from <= cfg.schema_change_until,
+            "schema_change_until needs a schema_change_from on or before it",
+        )
     _check(cfg.schema_change in SCHEMA_CHANGES, f"schema_change must be one of {SCHEMA_CHANGES}")
     days = [cfg.empty_day] if isinstance(cfg.empty_day, str) else cfg.empty_day
     _check(isinstance(days, list), "empty_day must be a date or a list of dates")

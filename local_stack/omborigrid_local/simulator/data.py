@@ -723,6 +723,7 @@ class DeliverySpec:
     day_fractions: tuple[tuple[str, float], ...] = ()
     schema_change_from: str | None = None
     schema_change: str = "type"
+    schema_change_until: str | None = None
 
     def days(self) -> list[dt.date]:
         first, last = dt.date.fromisoformat(self.date_from), dt.date.fromisoformat(self.date_to)
@@ -738,7 +739,10 @@ class DeliverySpec:
 
     def change_for(self, days: list[dt.date]) -> str | None:
         """The schema change a file holding ``days`` carries (a file has one schema: its last day's)."""
-        if self.schema_change_from is None or days[-1].isoformat() < self.schema_change_from:
+        last = days[-1].isoformat()
+        if self.schema_change_from is None or last < self.schema_change_from:
+            return None
+        if self.schema_change_until is not None and last > self.schema_change_until:
             return None
         return self.schema_change
 
@@ -760,6 +764,7 @@ _SIGNAL_DEFAULTS: dict[str, object] = {
     "day_fractions": (),
     "schema_change_from": None,
     "schema_change": "type",
+    "schema_change_until": None,
 }
 
 

@@ -122,15 +122,20 @@ def parse_range(header: str, total: int) -> tuple[int, int] | str | None:
 def _with_signals(spec: DeliverySpec, cfg: SimulatorConfig) -> DeliverySpec:
     """The spec with the lake-signal knobs that fall inside its days (so other ranges keep their cache keys)."""
     first, last = spec.date_from, spec.date_to
-    change_from = cfg.schema_change_from
+    change_from, change_until = cfg.schema_change_from, cfg.schema_change_until
+    if change_from is not None and change_until is not None and change_until < first:
+        change_from = None  # the change ended before this range: the file is the unchanged one
     if change_from is not None:
         change_from = None if change_from > last else max(change_from, first)
+    if change_from is None or (change_until is not None and change_until >= last):
+        change_until = None  # none, or reaching past this range: the spec need not say when it ends
     return dataclasses.replace(
         spec,
         empty_days=tuple(d for d in cfg.empty_day if first <= d <= last),
         day_fractions=tuple(sorted((d, f) for d, f in cfg.volume_fraction.items() if first <= d <= last)),
         schema_change_from=change_from,
         schema_change=cfg.schema_change if change_from is not None else "type",
+        schema_change_until=change_until,
     )
 
 
