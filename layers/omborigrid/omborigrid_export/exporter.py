@@ -21,10 +21,19 @@ from botocore.exceptions import ClientError
 from .archive import ArchiveLander, ProverFactory
 from .client import OmboriGridClient
 from .errors import ExportFailed, GarbledResponse, IntegrityError, OmboriGridExportError
-from .manifest import Manifest, build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
+from .manifest import (
+    Manifest,
+    build_archive_manifest,
+    build_manifest,
+    commit_manifest,
+    read_manifest,
+    read_manifest_at,
+    write_manifest,
+)
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .parquet_proof import ParquetProver
 from .polling import PollState
+from .proof import Proof
 from .redact import describe_exception
 from .settings import ArchiveLimits, Settings
 from .transfer import (
@@ -182,29 +191,35 @@ class Exporter:
         if is_archive:
             manifest = self._land_archive(identity, job, outcome.object, replace=replace, time_left=time_left)
         elif outcome.object.already_existed:
-            return Landed(self._committed(identity, job, outcome.object))
+            # Landed by another run of this export meanwhile; this run proved the same bytes.
+            return Landed(self._committed(identity, job, outcome.object, proof=outcome.proof))
         else:
             manifest = build_manifest(identity, job, outcome.object, proof=outcome.proof, landed_at=self._now())
-            write_manifest(self.s3, manifest)
+            manifest = commit_manifest(self.s3, manifest, replace=replace)
         if replace and previous_manifest_key:
             self._remove_replaced(bucket, previous_manifest_key, manifest)
         return Landed(manifest)
 
-    def _committed(self, identity: JobIdentity, job: ExportJob, existing: LandedObject) -> Manifest:
+    def _committed(
+        self, identity: JobIdentity, job: ExportJob, existing: LandedObject, *, proof: Proof | None = None
+    ) -> Manifest:
         """The manifest of a file that is already under its key: the one beside it when it is valid and
-        names this tenant and day; otherwise (leftovers of a run that died before its manifest) a new one,
-        written now, since the file itself was verified."""
+        names this tenant and day; otherwise a new one, since the file itself was verified — for leftovers of a
+        run that died before its manifest, or for another run of this export that has not written its manifest
+        yet (``proof``: this run's proof of the same bytes; the first manifest written is the one kept)."""
         try:
             before = read_manifest(self.s3, existing.bucket, existing.key)
+            unusable = before is not None
         except IntegrityError as exc:
             logger.warning("the manifest beside %s is not valid (%s); writing it again", existing.key, exc)
-            before = None
+            before, unusable = None, True
         if before is not None and before.is_for(identity) and before.names(existing.key):
             return before.as_already_existed()
-        # Verified when it landed; a run that died before its manifest left no proof of it to record.
-        manifest = build_manifest(identity, job, existing, proof=None, landed_at=self._now())
-        write_manifest(self.s3, manifest)
-        return manifest.as_already_existed()
+        manifest = build_manifest(identity, job, existing, proof=proof, landed_at=self._now())
+        if unusable:
+            write_manifest(self.s3, manifest)  # it replaces a manifest that does not describe this file
+            return manifest.as_already_existed()
+        return commit_manifest(self.s3, manifest, replace=False).as_already_existed()
 
     def _land_archive(
         self,
