@@ -1,10 +1,4 @@
-"""Collaborators of CreateJob's use case for tests: a recording API, and a ledger table on moto's DynamoDB that
-several threads may share.
-
-DynamoDB applies each request (a transaction included) atomically; moto's in-process backend does not lock
-across threads. :class:`SerializedCalls` serializes each call, which gives moto the service's guarantee while
-the calls of concurrent runs still interleave freely between one another.
-"""
+"""Collaborators of CreateJob's use case for tests: a recording API, and a ledger table on moto's DynamoDB."""
 
 from __future__ import annotations
 
@@ -50,23 +44,6 @@ class Api:
             date_to=request.date_to,
             filename="f.parquet",
         )
-
-
-class SerializedCalls:
-    """A boto3 client whose calls run one at a time (see the module docstring)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return method(*args, **kwargs)
-
-        return call
 
 
 @contextmanager

@@ -19,18 +19,23 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 
 from omborigrid_export.client import OmboriGridClient
 from omborigrid_export.exporter import Exporter, Landed, LandingResult
 from omborigrid_export.layout import KeyLayout
+from omborigrid_export.ledger import EntryState, Ledger
 from omborigrid_export.models import ExportJob, JobIdentity
 from omborigrid_export.settings import MIB, Settings, TransferSettings
-from omborigrid_export.transfer import Continued
+from omborigrid_export.transfer import Checkpoint, Continued
 from tests.conftest import object_keys, open_uploads
 from tests.integration.test_transfer import done_job, source_bytes
+from tests.ledger_table import SerializedCalls, create_ledger_table
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 
 def exporter_on(simulator: Any, s3_endpoint: str, **slow: float) -> Exporter:
@@ -173,3 +178,47 @@ def test_given_a_retry_resuming_the_upload_its_first_invocation_completes_then_t
     )
 
     assert_landed_once(s3, bucket, source_bytes(simulator, job), results)
+
+
+def test_given_both_runs_keep_their_checkpoints_in_the_ledger_then_it_ends_landed_with_no_checkpoint_left(
+    simulator, s3_endpoint, s3, bucket, moto_server
+):
+    """What Download does around a landing, for both runs: resume from the ledger's checkpoint, save one when
+    continuing, mark the day landed. Given the first run's continuation and its retry (which read that checkpoint
+    from the ledger) at once, then one of them marks the entry LANDED, the other's mark is refused, the landed
+    entry holds no checkpoint any more, and a checkpoint either saves afterwards is refused too (so no later
+    retry resumes an upload that was completed)."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name="eu-west-1")
+    table = create_ledger_table(dynamodb, f"ledger-{bucket}")
+    ledger = Ledger(cast("DynamoDBClient", SerializedCalls(dynamodb)), table)
+    first, second = exporter_on(simulator, s3_endpoint), exporter_on(simulator, s3_endpoint, **SECOND)
+    job, identity = slow_job(simulator, first)
+    request = identity.request
+    assert ledger.plan(request) is None
+    claim = ledger.dispatch(request, cap=5)
+    assert claim is not None
+    assert ledger.record_job(request, claim, job.id)
+    budget = iter([5.0, 0.0])
+    started = first.land(identity, bucket=bucket, keep_upload_on_failure=True, time_left=lambda: next(budget, 0.0))
+    assert isinstance(started, Continued), started
+    assert ledger.save_checkpoint(request, job.id, started.checkpoint.to_dict())
+    marks: list[bool] = []
+
+    def download(exporter: Exporter) -> LandingResult:
+        saved = ledger.load_checkpoint(request, job.id)
+        resume = Checkpoint.from_dict(saved) if saved is not None else None
+        result = exporter.land(identity, bucket=bucket, resume=resume, keep_upload_on_failure=True)
+        assert isinstance(result, Landed), result
+        marks.append(ledger.mark_landed(request, job.id, result.manifest.key, result.manifest.manifest_key))
+        return result
+
+    results = together(lambda: download(first), lambda: download(second))
+
+    assert_landed_once(s3, bucket, source_bytes(simulator, job), results)
+    assert sorted(marks) == [False, True]
+    entry = ledger.get(request)
+    assert entry is not None
+    assert entry.state is EntryState.LANDED
+    assert ledger.load_checkpoint(request, job.id) is None
+    assert ledger.save_checkpoint(request, job.id, started.checkpoint.to_dict()) is False
+    assert ledger.in_flight() == 0

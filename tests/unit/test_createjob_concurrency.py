@@ -25,7 +25,8 @@ from omborigrid_export.ledger import EntryState, Ledger
 from omborigrid_export.models import ExportRequest
 from omborigrid_export.scheduling import AdhocRequest
 from omborigrid_export.tenant_health import TenantHealthStore
-from tests.createjob_fakes import Api, SerializedCalls, moto_ledger_table
+from tests.createjob_fakes import Api, moto_ledger_table
+from tests.ledger_table import SerializedCalls
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

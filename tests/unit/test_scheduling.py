@@ -36,8 +36,7 @@ from omborigrid_export.scheduling import (
     zone,
 )
 from omborigrid_export.state import JobRef
-from tests.createjob_fakes import SerializedCalls
-from tests.ledger_table import create_ledger_table
+from tests.ledger_table import SerializedCalls, create_ledger_table
 
 TABLE = "export-ledger"
 T0 = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
