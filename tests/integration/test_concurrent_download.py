@@ -22,8 +22,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
+import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from omborigrid_export.client import OmboriGridClient
+from omborigrid_export.errors import TransferFailed
 from omborigrid_export.exporter import Exporter, Landed, LandingResult
 from omborigrid_export.layout import KeyLayout
 from omborigrid_export.ledger import EntryState, Ledger
@@ -222,3 +225,32 @@ def test_given_both_runs_keep_their_checkpoints_in_the_ledger_then_it_ends_lande
     assert ledger.load_checkpoint(request, job.id) is None
     assert ledger.save_checkpoint(request, job.id, started.checkpoint.to_dict()) is False
     assert ledger.in_flight() == 0
+
+
+def test_given_a_409_while_completing_then_the_upload_is_kept_and_a_retry_lands_it(simulator, s3_endpoint, s3, bucket):
+    """S3 answers 409 ConditionalRequestConflict to a conditional completion while another write to the key is
+    under way, which may be the other run completing this same upload: the run does not abort it, fails
+    retryably, and its retry resumes the upload and lands the file."""
+    exporter = exporter_on(simulator, s3_endpoint)
+    job, identity = slow_job(simulator, exporter)
+    budget = iter([5.0, 0.0])
+    started = exporter.land(identity, bucket=bucket, keep_upload_on_failure=True, time_left=lambda: next(budget, 0.0))
+    assert isinstance(started, Continued), started
+    conflicted = exporter_on(simulator, s3_endpoint)
+    conflicted.s3.meta.events.register("before-call.s3.CompleteMultipartUpload", answer_409)  # type: ignore[arg-type]
+
+    with pytest.raises(TransferFailed, match="in progress") as failed:
+        conflicted.land(identity, bucket=bucket, resume=started.checkpoint, keep_upload_on_failure=True)
+
+    assert failed.value.retryable
+    assert open_uploads(s3, bucket) == [started.checkpoint.key]
+    assert object_keys(s3, bucket) == []
+    retried = exporter.land(identity, bucket=bucket, resume=started.checkpoint, keep_upload_on_failure=True)
+    assert_landed_once(s3, bucket, source_bytes(simulator, job), [retried])
+
+
+def answer_409(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+    """A before-call hook: S3's 409 to a conditional write while another write to the key is in progress."""
+    error = {"Code": "ConditionalRequestConflict", "Message": "A conflicting operation is in progress."}
+    response = AWSResponse("http://s3.test/", 409, HTTPHeaders(), None)
+    return response, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 409}}
