@@ -36,7 +36,7 @@ from omborigrid_export.scheduling import (
     zone,
 )
 from omborigrid_export.state import JobRef
-from tests.ledger_table import create_ledger_table
+from tests.ledger_table import SerializedCalls, create_ledger_table
 
 TABLE = "export-ledger"
 T0 = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
@@ -344,27 +344,6 @@ def test_given_a_duplicate_outcome_then_the_slot_is_released_once(ledger: Ledger
     assert ledger.mark_failed(day(1), "job-1", "late failure event") is False
     assert ledger.in_flight() == 1
     assert state_of(ledger, day(1)) == EntryState.LANDED
-
-
-class SerializedCalls:
-    """DynamoDB applies each request (a transaction included) atomically; moto's in-process backend does
-    not lock across threads. Serializing each call gives moto the service's guarantee, while the calls of
-    concurrent dispatchers still interleave freely between one another."""
-
-    def __init__(self, client: Any) -> None:
-        import threading
-
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return method(*args, **kwargs)
-
-        return call
 
 
 def test_given_concurrent_dispatchers_then_the_cap_holds(dynamodb: Any, clock: Clock) -> None:

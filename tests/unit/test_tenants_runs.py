@@ -6,63 +6,27 @@ fake that refuses the tokens of the tenants it is told to.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from omborigrid_export.createjob import Requested, Scheduled, SchedulePolicy, Services, create_jobs
-from omborigrid_export.errors import AuthError
 from omborigrid_export.ledger import EntryState, Ledger, LedgerEntry
-from omborigrid_export.models import ExportJob, ExportRequest, JobStatus
+from omborigrid_export.models import ExportRequest
 from omborigrid_export.scheduling import AdhocRequest, Outcome, dispatch_pending, plan_exports
 from omborigrid_export.tenant_health import TenantHealth, TenantHealthStore, judge_night
-from tests.ledger_table import create_ledger_table
+from tests.createjob_fakes import Api, moto_ledger_table
 
 TABLE = "export-ledger"
 NOW = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
 
 
-class Api:
-    """Creates jobs, except for the tenants whose token it refuses (as the client reports a 401 after its re-read)."""
-
-    def __init__(self, refuse: Sequence[str] = ()) -> None:
-        self.refuse = set(refuse)
-        self.posts: list[ExportRequest] = []
-
-    def __call__(self, request: ExportRequest) -> ExportJob:
-        self.posts.append(request)
-        if request.tenant_id in self.refuse:
-            raise AuthError(
-                f"The OmboriGrid API at api.test refused the token (HTTP 401) when trying to create the export for "
-                f"{request.label}: it is missing, wrong or expired."
-            )
-        return ExportJob(
-            id=f"job-{len(self.posts)}",
-            status=JobStatus.QUEUED,
-            tenant_id=request.tenant_id,
-            date_from=request.date_from,
-            date_to=request.date_to,
-            filename="f.parquet",
-        )
-
-
 @pytest.fixture
 def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in (
-        ("AWS_DEFAULT_REGION", "eu-west-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ):
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="eu-west-1")
-        create_ledger_table(client, TABLE)
+    with moto_ledger_table(monkeypatch, TABLE) as client:
         yield client
 
 

@@ -44,6 +44,7 @@ from .transfer import (
     MultipartUpload,
     RollingTail,
     StreamedParts,
+    UploadGone,
     choose_part_size,
 )
 from .zipmembers import MemberPlan, S3RangeReader, inflate, open_archive, plan_members
@@ -151,6 +152,13 @@ class ArchiveLander:
             for open_member in waiting:
                 self._judge_existing(open_member, directories, replace)
             return ArchiveContents(tuple(self._publish(members)), tuple(skipped))
+        except UploadGone:
+            for open_member in waiting:
+                open_member.upload.abort()
+            raise TransferFailed(
+                f"An upload of a member of the archive of {identity.label} vanished while it was used (aborted by "
+                "another run of the same export, or expired); a retry lands the archive again."
+            ) from None
         except BaseException:
             for open_member in waiting:
                 open_member.upload.abort()

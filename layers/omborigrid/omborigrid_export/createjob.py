@@ -1,7 +1,7 @@
 """CreateJob's use case: what a trigger asks for, and one run that plans it, creates jobs and reports.
 
-Triggers: the nightly schedule (``{"trigger": "schedule"}``), an "Export Requested" event, and the end of any
-export ("Export Completed" / "Export Failed", or ``{"trigger": "drain"}``), which frees a slot for the next
+Triggers: the nightly schedule (``{"trigger": "schedule", "scheduledTime": ...}``), an "Export Requested" event,
+and the end of any export ("Export Completed" / "Export Failed", or ``{"trigger": "drain"}``), which frees a slot for the next
 pending job of a backfill. A run records what the trigger asks for in the ledger (PENDING), then creates jobs for
 pending entries while fewer than the cap are in flight, enqueues them, and reports one outcome per request.
 
@@ -10,15 +10,22 @@ A tenant whose token is refused has its days of the run marked FAILED and one "E
 other tenant, repeat the run). A tenant that failed ``pause_after_failed_nights`` nights in a row is skipped by
 the nightly run until an "Export Requested" names it (:mod:`.tenant_health`).
 
+The nightly run's days come from the schedule's own time (``scheduledTime``, Scheduler's
+``<aws.scheduler.scheduled-time>``), not from the clock: a retry of last night's tick that arrives after midnight
+still exports the day that tick was for. A tick without one (an old sample, a hand-made invocation) uses the clock,
+and says so; one from the future beyond :data:`SCHEDULE_CLOCK_SKEW` is refused. The clock still decides what is
+wall-clock time: how long an execution has been lost, freshness, when a tenant was paused.
+
 Everything it talks to is passed in (:class:`Services`), so the rules are tested without Lambda; the handler
 only builds the services from its settings and publishes the report's figures.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,10 +48,16 @@ from .scheduling import (
 from .state import JobRef
 from .tenant_health import TENANT_PAUSED, TenantHealthStore, check_pause_after, judge_night, paused_detail
 
+logger = logging.getLogger(__name__)
+
 SOURCE = "omborigrid.export"
 REQUESTED = "Export Requested"
 COMPLETED = "Export Completed"
 FAILED = "Export Failed"
+#: Scheduler's context attribute for the time a tick was scheduled for (the template's schedule Input names it).
+SCHEDULED_TIME_ATTRIBUTE = "<aws.scheduler.scheduled-time>"
+#: How far a tick's scheduled time may lie ahead of this function's clock (clocks differ a little).
+SCHEDULE_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +109,53 @@ class Services:
 # ------------------------------------------------------------------------------------------------ triggers
 @dataclass(frozen=True, slots=True)
 class Scheduled:
-    """The nightly tick: yesterday plus the look-back window's missing or failed days."""
+    """The nightly tick: the day before its scheduled time plus the look-back window's missing or failed days.
+
+    ``scheduled_time`` (UTC) is None for a tick that carries none: the run then takes the clock's time."""
+
+    scheduled_time: datetime | None = None
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Scheduled:
+        raw = event.get("scheduledTime")
+        if raw is None:
+            return cls()
+        return cls(parse_scheduled_time(raw))
+
+    def logical_time(self, now: datetime) -> datetime:
+        """The time whose "yesterday" the run exports: the scheduled time, checked against ``now``."""
+        if self.scheduled_time is None:
+            logger.warning(
+                "the scheduled tick carries no scheduledTime; exporting the day before the current time, %s",
+                now.isoformat(),
+            )
+            return now
+        if self.scheduled_time - now > SCHEDULE_CLOCK_SKEW:
+            raise InvalidInput(
+                f"The scheduled tick is for {self.scheduled_time.isoformat()}, later than this function's clock "
+                f"({now.isoformat()}) by more than {int(SCHEDULE_CLOCK_SKEW.total_seconds() // 60)} minutes; a "
+                "tick for a time that has not come yet would export a day that is not over, so it is refused."
+            )
+        return self.scheduled_time
+
+
+def parse_scheduled_time(raw: object) -> datetime:
+    """A tick's ``scheduledTime``: ISO 8601 in UTC, as Scheduler writes it (``2026-11-02T01:00:00Z``)."""
+    if raw == SCHEDULED_TIME_ATTRIBUTE:
+        raise InvalidInput(
+            f"scheduledTime is the unreplaced placeholder {SCHEDULED_TIME_ATTRIBUTE}: only EventBridge Scheduler "
+            "fills it in; a hand-made tick must give a time such as 2026-11-02T01:00:00Z, or leave it out."
+        )
+    if not isinstance(raw, str):
+        raise InvalidInput(f"scheduledTime must be an ISO 8601 UTC time text, not {type(raw).__name__}.")
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None or parsed.utcoffset() != timedelta(0):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise InvalidInput(f"scheduledTime {shown!r} is not an ISO 8601 time in UTC such as 2026-11-02T01:00:00Z.")
+    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +186,7 @@ def parse_trigger(event: object) -> Trigger:
     if not isinstance(event, dict):
         raise InvalidInput(f"CreateJob was invoked with {type(event).__name__} where an event object was expected.")
     if event.get("trigger") == "schedule":
-        return Scheduled()
+        return Scheduled.from_event(event)
     if event.get("trigger") == "drain":
         return Drain()
     kind = event.get("detail-type") if event.get("source") == SOURCE else None
@@ -144,7 +203,7 @@ def parse_trigger(event: object) -> Trigger:
         reason = f"{_text(detail.get('error'))}: {_text(detail.get('message'))}"
         return Failed(JobRef.from_dict(detail), reason)
     raise InvalidInput(
-        'CreateJob accepts a scheduled tick ({"trigger": "schedule"}), an omborigrid.export \'Export Requested\' '
+        'CreateJob accepts a scheduled tick ({"trigger": "schedule", "scheduledTime": ...}), an omborigrid.export \'Export Requested\' '
         "event, or the end of an export ('Export Completed'/'Export Failed'); this event is none of them."
     )
 
@@ -221,9 +280,11 @@ def refused_detail(outcome: RequestOutcome) -> dict[str, Any]:
 def create_jobs(trigger: Trigger, policy: SchedulePolicy, services: Services) -> CreateJobReport:
     paused: tuple[str, ...] | None = None
     newly_paused: tuple[str, ...] = ()
+    # The time whose "yesterday" a nightly run exports; other triggers name their days themselves.
+    logical = trigger.logical_time(services.now()) if isinstance(trigger, Scheduled) else services.now()
     if isinstance(trigger, Scheduled):
-        paused, newly_paused = _pause_broken_tenants(policy, services)
-    planned = _plan(trigger, policy, services, skip=frozenset(paused or ()))
+        paused, newly_paused = _pause_broken_tenants(policy, services, logical)
+    planned = _plan(trigger, policy, services, skip=frozenset(paused or ()), logical=logical)
     dispatched = dispatch_pending(
         services.ledger,
         create=services.create,
@@ -247,11 +308,14 @@ def create_jobs(trigger: Trigger, policy: SchedulePolicy, services: Services) ->
     return report
 
 
-def _pause_broken_tenants(policy: SchedulePolicy, services: Services) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Judge each configured tenant's last night; returns the paused tenants and those paused just now."""
+def _pause_broken_tenants(
+    policy: SchedulePolicy, services: Services, logical: datetime
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Judge each configured tenant's last night (the one before the tick's ``logical`` time); returns the paused
+    tenants and those paused just now."""
     now = services.now()
     # From the day before the window: the last night asked for the day before this night's yesterday.
-    days = nightly_days(now, policy.zone, min(policy.lookback_days + 1, 366))
+    days = nightly_days(logical, policy.zone, min(policy.lookback_days + 1, 366))
     paused: list[str] = []
     newly: list[str] = []
     for tenant in policy.tenants:
@@ -272,20 +336,19 @@ def _pause_broken_tenants(policy: SchedulePolicy, services: Services) -> tuple[t
 
 
 def _plan(
-    trigger: Trigger, policy: SchedulePolicy, services: Services, *, skip: frozenset[str]
+    trigger: Trigger, policy: SchedulePolicy, services: Services, *, skip: frozenset[str], logical: datetime
 ) -> list[RequestOutcome]:
     """Record what the trigger asks for in the ledger; returns what was planned or skipped."""
     ledger = services.ledger
     match trigger:
         case Scheduled():
-            now = services.now()
             missing = catch_up(
                 [t for t in policy.tenants if t not in skip],
-                nightly_days(now, policy.zone, policy.lookback_days),
+                nightly_days(logical, policy.zone, policy.lookback_days),
                 ledger,
                 execution_status=services.execution_status,
                 enqueue=services.enqueue,
-                now=now,
+                now=services.now(),
             )
             return plan_exports(missing, ledger)
         case Requested(request=adhoc):

@@ -24,10 +24,19 @@ from .client import OmboriGridClient
 from .errors import ExportFailed, GarbledResponse, IntegrityError, OmboriGridExportError
 from .lake_facts import SINGLE_FILE_TABLE
 from .layout import KeyLayout, quarantine_folder, quarantine_layout
-from .manifest import Manifest, build_archive_manifest, build_manifest, read_manifest, read_manifest_at, write_manifest
+from .manifest import (
+    Manifest,
+    build_archive_manifest,
+    build_manifest,
+    commit_manifest,
+    read_manifest,
+    read_manifest_at,
+    write_manifest,
+)
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .parquet_proof import ParquetProver
 from .polling import PollState
+from .proof import Proof
 from .redact import describe_exception
 from .schema_gate import BreakingSchema, SchemaGate
 from .settings import ArchiveLimits, Settings
@@ -288,26 +297,31 @@ class Exporter:
         if is_archive:
             return self._land_staged(attempt, outcome.object, destination.archive_layout, replace=replace, gate=gate)
         if outcome.object.already_existed:
-            return Landed(self._committed(identity, job, outcome.object))
+            # Landed by another run of this export meanwhile; this run proved the same bytes.
+            return Landed(self._committed(identity, job, outcome.object, proof=outcome.proof))
         manifest = build_manifest(identity, job, outcome.object, proof=outcome.proof, landed_at=self._now())
-        write_manifest(self.s3, manifest)
-        return Landed(manifest)
+        return Landed(commit_manifest(self.s3, manifest, replace=replace))
 
-    def _committed(self, identity: JobIdentity, job: ExportJob, existing: LandedObject) -> Manifest:
+    def _committed(
+        self, identity: JobIdentity, job: ExportJob, existing: LandedObject, *, proof: Proof | None = None
+    ) -> Manifest:
         """The manifest of a file that is already under its key: the one beside it when it is valid and
-        names this tenant and day; otherwise (leftovers of a run that died before its manifest) a new one,
-        written now, since the file itself was verified."""
+        names this tenant and day; otherwise a new one, since the file itself was verified — for leftovers of a
+        run that died before its manifest, or for another run of this export that has not written its manifest
+        yet (``proof``: this run's proof of the same bytes; the first manifest written is the one kept)."""
         try:
             before = read_manifest(self.s3, existing.bucket, existing.key)
+            unusable = before is not None
         except IntegrityError as exc:
             logger.warning("the manifest beside %s is not valid (%s); writing it again", existing.key, exc)
-            before = None
+            before, unusable = None, True
         if before is not None and before.is_for(identity) and before.names(existing.key):
             return before.as_already_existed()
-        # Verified when it landed; a run that died before its manifest left no proof of it to record.
-        manifest = build_manifest(identity, job, existing, proof=None, landed_at=self._now())
-        write_manifest(self.s3, manifest)
-        return manifest.as_already_existed()
+        manifest = build_manifest(identity, job, existing, proof=proof, landed_at=self._now())
+        if unusable:
+            write_manifest(self.s3, manifest)  # it replaces a manifest that does not describe this file
+            return manifest.as_already_existed()
+        return commit_manifest(self.s3, manifest, replace=False).as_already_existed()
 
     def _archive_lander(
         self, layout: KeyLayout, time_left: Callable[[], float] | None, gate: SchemaGate | None

@@ -33,6 +33,8 @@ from .redact import describe_exception
 
 #: The codes S3 (and its emulators) answer for a key or object that is not there, whatever the operation.
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+#: A conditional write lost to another writer: S3 answers 412, or 409 while two conditional writes race.
+CONDITION_LOST_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 #: Refusals that no retry can fix: the credentials are wrong or the bucket does not exist.
 CONFIGURATION_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"})
 

@@ -21,7 +21,7 @@ What the engine stands in for: Lambda's containers (``LambdaFunction._invoke_lam
 in-process and returns Lambda's error payload when it raises), ``DefinitionSubstitutions`` (moto's
 CloudFormation ignores them), EventBridge rule → Lambda targets (moto raises on them; the engine invokes the
 function asynchronously, with Lambda's two retries and its DLQ), EventBridge Scheduler (never fires:
-``deliver_scheduled`` sends events/scheduled.json), and time (``wait_scale`` shortens Wait states, Retry
+``deliver_scheduled`` sends the schedule's own Input with its scheduled time filled in, as Scheduler does), and time (``wait_scale`` shortens Wait states, Retry
 intervals and async retry delays). ``deliver_export_requested`` invokes CreateJob directly, so its result comes
 back. One stack per process at a time; invocations run one at a time (one ``os.environ``).
 """

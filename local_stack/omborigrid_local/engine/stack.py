@@ -284,9 +284,26 @@ class LocalStack:
             raise FunctionError(function, payload if isinstance(payload, dict) else {"errorMessage": str(payload)})
         return payload
 
-    def deliver_scheduled(self) -> Any:
-        """What EventBridge Scheduler would send CreateJob (moto's Scheduler never fires): events/scheduled.json."""
-        return self.invoke("CreateJobFunction", self._scheduled_event())
+    def deliver_scheduled(self, scheduled_time: datetime | None = None) -> Any:
+        """What EventBridge Scheduler would send CreateJob for a tick scheduled at ``scheduled_time`` (default: now,
+        to the second); moto's Scheduler never fires.
+
+        The event is the schedule's own ``Input`` from template.yaml (events/scheduled.json when no schedule has
+        one) with Scheduler's context attributes filled in as Scheduler does: the scheduled time as
+        ``2026-11-02T01:00:00Z``. A retry of a tick is the same call with the same time.
+        """
+        when = (scheduled_time or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+        attributes = {
+            "<aws.scheduler.scheduled-time>": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "<aws.scheduler.schedule-arn>": f"arn:aws:scheduler:{self.region}:{self._account_id()}:schedule/default/"
+            f"{self.stack_name}-nightly",
+            "<aws.scheduler.execution-id>": uuid.uuid4().hex[:16],
+            "<aws.scheduler.attempt-number>": "1",
+        }
+        text = self._scheduled_input()
+        for attribute, value in attributes.items():
+            text = text.replace(attribute, value)
+        return self.invoke("CreateJobFunction", json.loads(text))
 
     def deliver_export_requested(self, detail: dict[str, Any]) -> Any:
         """An "Export Requested" event as the EventBridge rule would deliver it to CreateJob.
@@ -587,18 +604,17 @@ class LocalStack:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
 
-    def _scheduled_event(self) -> dict[str, Any]:
-        sample = self._sample("scheduled.json")
-        if sample is not None:
-            return sample
-        # No sample: the schedule's own Input is exactly what Scheduler sends.
+    def _scheduled_input(self) -> str:
+        """The nightly schedule's target Input as template.yaml gives it (Scheduler's placeholders unreplaced)."""
         assert self._translated is not None
         for resource in self._translated.sam.get("Resources", {}).values():
             for source in resource.get("Properties", {}).get("Events", {}).values():
                 if source.get("Type") == "ScheduleV2" and "Input" in source.get("Properties", {}):
-                    event: dict[str, Any] = json.loads(source["Properties"]["Input"])
-                    return event
-        raise FileNotFoundError(f"{self.events_dir / 'scheduled.json'} is missing and no ScheduleV2 has an Input")
+                    return str(source["Properties"]["Input"])
+        path = self.events_dir / "scheduled.json"
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+        raise FileNotFoundError(f"No ScheduleV2 in {self.template_path.name} has an Input, and {path} is missing")
 
     def _current_state(self, execution_arn: str) -> str:
         states = entered_states(self.history(execution_arn))

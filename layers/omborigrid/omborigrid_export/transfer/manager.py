@@ -10,6 +10,7 @@ deadline a :class:`~.checkpoint.Checkpoint` is returned instead, and the next ca
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from .. import checksum
-from ..errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError
+from ..errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError, TransferFailed
 from ..models import ExportJob, JobStatus
 from ..proof import ContentProver, Proof
 from ..redact import host_of
@@ -42,6 +43,7 @@ from .streamed import StreamedCopy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +193,21 @@ class Transfer:
         head = find_existing(self._s3, bucket, key, size=size, crc32=crc32)
         if head is None:
             return None
-        metadata = head.get("Metadata", {})
         logger.info("s3://%s/%s already landed (%d bytes); not rewritten", bucket, key, size)
-        kind = stored_kind(self._s3, bucket, key, size=size)
+        return self._landed_object(bucket, key, size, job, head)
+
+    def _landed_object(
+        self, bucket: str, key: str, size: int, job: ExportJob, head: HeadObjectOutputTypeDef
+    ) -> LandedObject:
+        """The object already under ``key`` (``head`` is its HEAD), as an earlier landing; its content kind read
+        from its stored bytes."""
+        metadata = head.get("Metadata", {})
         return LandedObject(
             bucket=bucket,
             key=key,
             bytes=size,
             checksum_crc32=head["ChecksumCRC32"],
-            content_kind=kind,
+            content_kind=stored_kind(self._s3, bucket, key, size=size),
             job_id=metadata.get("omborigrid-job-id", job.id),
             already_existed=True,
             source_host=host_of(job.download_url or ""),
@@ -208,6 +216,18 @@ class Transfer:
 
     def _land(self, landing: _Landing) -> TransferOutcome:
         upload = self._open_upload(landing)
+        try:
+            return self._copy(landing, upload)
+        except BaseException as exc:
+            retryable = isinstance(exc, OmboriGridExportError) and exc.retryable
+            if landing.keep_upload_on_failure and retryable:
+                logger.warning("job %s: transfer interrupted; upload kept for a retry to resume", landing.job.id)
+            else:
+                upload.abort()
+            raise
+
+    def _copy(self, landing: _Landing, upload: MultipartUpload) -> TransferOutcome:
+        proof: Proof | None = None
         try:
             ranged, first = probe(landing.source, upload, self._retry(STARTING))
             if ranged:
@@ -226,13 +246,28 @@ class Transfer:
                 )
                 return Continued(checkpoint)
             return Landed(self._complete(landing, upload, ranged=ranged), proof)
-        except BaseException as exc:
-            retryable = isinstance(exc, OmboriGridExportError) and exc.retryable
-            if landing.keep_upload_on_failure and retryable:
-                logger.warning("job %s: transfer interrupted; upload kept for a retry to resume", landing.job.id)
-            else:
-                upload.abort()
-            raise
+        except UploadGone:
+            return Landed(self._landed_by_another_run(landing, upload), proof)
+
+    def _landed_by_another_run(self, landing: _Landing, upload: MultipartUpload) -> LandedObject:
+        """The upload vanished while this transfer used it. When another run of the same job completed it (a
+        Download retried while its first invocation still runs resumes the same upload), the object under the
+        key is that job's, verified by that run before it completed: this landing is done too."""
+        job = landing.job
+        try:
+            head = find_existing(self._s3, landing.bucket, landing.key, size=landing.size)
+        except LandingConflict:
+            head = None
+        if head is None or head.get("Metadata", {}).get("omborigrid-job-id") != job.id:
+            raise TransferFailed(
+                f"The multipart upload of job {job.id} to s3://{landing.bucket}/{landing.key} was removed while "
+                "this transfer used it (aborted by another run of the same export, or expired); a retry starts "
+                "the upload again."
+            )
+        logger.info("job %s: another run of this export completed the upload meanwhile", job.id)
+        landed = self._landed_object(landing.bucket, landing.key, landing.size, job, head)
+        kind = ContentKind.detect(upload.head, upload.tail) if upload.tail_complete() else None
+        return landed if kind is None else dataclasses.replace(landed, content_kind=kind)
 
     def _prove_before_upload(self, landing: _Landing, first: requests.Response | None) -> Proof | None:
         """Ranged mode: the proof from two ranged reads of the tail, before any part is uploaded."""
@@ -302,7 +337,10 @@ class Transfer:
             existing = self._existing(upload.bucket, upload.key, upload.size, job, crc32=checksum.to_base64(crc))
             if existing is None:
                 raise
-            return existing
+            # Only now that the other completion is visible: this upload is either the one it completed (gone
+            # already) or this run's own, which nothing will complete.
+            upload.abort()
+            return dataclasses.replace(existing, content_kind=kind)  # these bytes, whose kind this run saw
         version_id = result.get("VersionId")
         verify_recorded(
             self._s3, upload.bucket, upload.key, size=upload.size, crc32=checksum.to_base64(crc), version_id=version_id

@@ -17,10 +17,10 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import checksum
-from ..errors import IntegrityError, LandingConflict, OmboriGridExportError
+from ..errors import IntegrityError, LandingConflict, OmboriGridExportError, TransferFailed
 from ..models import ExportJob
 from ..redact import describe_exception
-from ..s3errors import error_code, is_not_found, map_s3_errors
+from ..s3errors import CONDITION_LOST_CODES, error_code, is_not_found, map_s3_errors
 from .buffers import PartBody, PartBuffer
 from .checkpoint import Checkpoint
 from .content import HEAD_BYTES, TAIL_BYTES, ContentKind
@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-#: A conditional completion lost to another writer.
-_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+#: S3's answer for an upload that no longer exists.
+_NO_SUCH_UPLOAD = "NoSuchUpload"
+#: S3's answer (409) to a conditional write while another write to the key is in progress.
+_WRITE_IN_PROGRESS = "ConditionalRequestConflict"
 #: S3 refused the bytes or the parts themselves: retrying the same upload cannot help.
 _REFUSED_CONTENT_CODES = frozenset({"BadDigest", "InvalidPart", "InvalidRequest"})
 
@@ -48,7 +50,8 @@ class PartRecord:
 
 
 class UploadGone(Exception):
-    """The multipart upload named by a checkpoint no longer exists (aborted, or expired by lifecycle)."""
+    """The multipart upload no longer exists: aborted, expired by lifecycle, or completed by another run of the
+    same export (a Download retried while its first invocation still runs resumes the same upload)."""
 
 
 def find_existing(
@@ -202,7 +205,7 @@ class MultipartUpload:
                         Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumberMarker=marker
                     )
                 except ClientError as exc:
-                    if error_code(exc) == "NoSuchUpload":
+                    if error_code(exc) == _NO_SUCH_UPLOAD:
                         raise UploadGone() from None
                     raise
             for part in response.get("Parts", []):
@@ -256,14 +259,20 @@ class MultipartUpload:
         self._capture_edges(data, start)
         crc = checksum.crc32_of(data)
         with PartBody(data) as body, map_s3_errors(f"the upload of part {number} to s3://{self.bucket}/{self.key}"):
-            response = self._s3.upload_part(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=cast("IO[bytes]", body),
-                ChecksumCRC32=checksum.to_base64(crc),
-            )
+            try:
+                response = self._s3.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    PartNumber=number,
+                    Body=cast("IO[bytes]", body),
+                    ChecksumCRC32=checksum.to_base64(crc),
+                )
+            except ClientError as exc:
+                if error_code(exc) == _NO_SUCH_UPLOAD:
+                    self._closed = True
+                    raise UploadGone() from None
+                raise
         return PartRecord(number, len(data), crc, response["ETag"])
 
     @property
@@ -339,8 +348,19 @@ class MultipartUpload:
                 result = dict(self._s3.complete_multipart_upload(**kwargs))
             except ClientError as exc:
                 code = error_code(exc)
-                if code in _CONFLICT_CODES:
-                    self.abort()
+                if code == _NO_SUCH_UPLOAD:
+                    # Completed by another run of this export (or its own earlier attempt whose answer was lost),
+                    # or aborted: the caller looks at what is under the key.
+                    self._closed = True
+                    raise UploadGone() from None
+                # Not aborted here: the upload may be shared with another run of this export (a retry resumes the
+                # checkpoint of the invocation it replaces), whose completion of it may still be under way.
+                if code == _WRITE_IN_PROGRESS:
+                    raise TransferFailed(
+                        f"Another write to s3://{self.bucket}/{self.key} was in progress while this run completed "
+                        "its upload; a retry finds what landed."
+                    ) from None
+                if code in CONDITION_LOST_CODES:
                     raise LandingConflict(
                         f"s3://{self.bucket}/{self.key} was landed by another run meanwhile."
                     ) from None
