@@ -18,7 +18,6 @@ import shutil
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,7 +127,7 @@ def source_stream(params: dict[str, Any]) -> Callable[[], int]:
 
 def sink(params: dict[str, Any]) -> Callable[[], int]:
     """The sink alone: the same number of bytes, from memory, as the same multipart upload ours makes
-    (same part size, concurrency and CRC32 checksums)."""
+    (same part size, concurrency and CRC32 checksums, computed by the same function)."""
     from omborigrid_export import checksum
     from omborigrid_export.transfer import choose_part_size
 
@@ -146,7 +145,7 @@ def sink(params: dict[str, Any]) -> Callable[[], int]:
         def put(number_range: tuple[int, tuple[int, int]]) -> dict[str, Any]:
             number, (start, end) = number_range
             data = block if end - start + 1 == part else block[: end - start + 1]
-            crc = zlib.crc32(data)
+            crc = checksum.crc32_of(data)
             response = s3.upload_part(
                 Bucket=bucket,
                 Key=key,
