@@ -21,7 +21,7 @@ from ..errors import IntegrityError, LandingConflict, OmboriGridExportError
 from ..models import ExportJob
 from ..redact import describe_exception
 from ..s3errors import error_code, is_not_found, map_s3_errors
-from .buffers import PartBody, PartBuffer
+from .buffers import PartBody, PartBuffer, send_part_bodies_whole
 from .checkpoint import Checkpoint
 from .content import HEAD_BYTES, TAIL_BYTES
 from .limits import part_count, part_range
@@ -126,6 +126,7 @@ class MultipartUpload:
         self._tail_seen: set[int] = set()
         self._lock = threading.Lock()
         self._closed = False
+        send_part_bodies_whole(s3.meta.events)
 
     @property
     def part_count(self) -> int:
