@@ -75,8 +75,9 @@ def combine_parts(parts: Iterable[tuple[int, int]]) -> int:
     return crc
 
 
-def crc32_of(data: bytes | bytearray | memoryview) -> int:
-    return zlib_ng.crc32(data) & 0xFFFFFFFF
+def crc32_of(data: bytes | bytearray | memoryview, running: int = 0) -> int:
+    """CRC32 of ``data``; of what came before and ``data`` when ``running`` is the CRC32 of what came before."""
+    return zlib_ng.crc32(data, running) & 0xFFFFFFFF
 
 
 def to_base64(crc: int) -> str:

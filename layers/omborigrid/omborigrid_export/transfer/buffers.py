@@ -113,11 +113,13 @@ class PartBuffer:
     """One part's bytes, in a memory map lent by a :class:`PartBufferPool` (or one of its own).
 
     :meth:`view` is the part's bytes (the first ``length`` of the map); :meth:`close` gives the map back.
+    ``crc32`` is the CRC32 of those bytes once the reader has computed it (as they arrived), else None.
     """
 
     def __init__(self, length: int, *, pool: PartBufferPool | None = None, map_: mmap.mmap | None = None) -> None:
         self.map = map_ if map_ is not None else mmap.mmap(-1, length)
         self.length = length
+        self.crc32: int | None = None
         self._pool = pool
 
     def __len__(self) -> int:
