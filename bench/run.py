@@ -781,6 +781,47 @@ def figures(results: list[CaseResult]) -> list[Figure]:
     return out
 
 
+#: Lambda arm64's price per GB-second (us-east-1 list price; docs/cost.md), and the memory of one full vCPU.
+LAMBDA_GB_SECOND_USD = 0.0000133334
+ONE_VCPU_MB = 1769
+
+
+def lambda_cost(results: list[CaseResult]) -> list[str]:
+    """What a GiB landed costs the Download function at three memory sizes, from ours' measured CPU per GiB
+    (TLS, uncapped, the largest file): Lambda gives CPU in proportion to memory, ``ONE_VCPU_MB`` being one vCPU."""
+    measured = [r for r in results if r.case.tls and r.case.cap is None and r.cpu_per_gib("ours") is not None]
+    if not measured:
+        return []
+    r = max(measured, key=lambda r: r.case.size)
+    cpu = r.cpu_per_gib("ours") or 0.0
+    lines = [
+        f"## What a GiB landed costs the Download function (from ours' {cpu:.2f} CPU-s/GiB, TLS, {r.case.size_label})",
+        "",
+        "Lambda gives a function CPU in proportion to its memory (1,769 MB is one vCPU). The duration of a GiB is "
+        "the longer of its CPU time at that share and its time on the network; GB-s per GiB are memory × that "
+        f"duration, priced at Lambda arm64's ${LAMBDA_GB_SECOND_USD:.10f} per GB-second (INIT and the S3 requests "
+        "not included; the CPU was measured on this machine's x86 cores, not on Graviton). docs/cost.md explains "
+        "the memory size chosen from it.",
+        "",
+        "| memory | vCPU | CPU time per GiB | CPU ceiling | CPU-bound: GB-s, $ per GiB | network at 80 MiB/s "
+        "| network at 20 MB/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for memory in (512, 1024, ONE_VCPU_MB):
+        vcpu = memory / ONE_VCPU_MB
+        seconds = cpu / vcpu
+
+        def priced(duration: float, memory: int = memory) -> str:
+            gb_s = memory / 1024 * duration
+            return f"{gb_s:.1f} GB-s, ${gb_s * LAMBDA_GB_SECOND_USD:.6f}"
+
+        lines.append(
+            f"| {memory:,} MB | {vcpu:.2f} | {seconds:.1f} s | {1024 / seconds:.0f} MiB/s | {priced(seconds)} "
+            f"| {priced(max(seconds, 1024 / 80))} | {priced(max(seconds, GIB / 20e6))} |"
+        )
+    return [*lines, ""]
+
+
 def args_quick(results: list[CaseResult]) -> bool:
     return all(r.case.size < 256 * MIB for r in results)
 
@@ -886,7 +927,8 @@ def render(
     for f in figures(results):
         met = "n/a" if f.met is None else ("yes" if f.met else "**no**")
         lines.append(f"| {f.name} | {f.value} | {f.target} | {met} |")
-    lines += ["", "## Reading", "", *reading(results), "", NOTES_START, kept_notes(), NOTES_END, ""]
+    lines += ["", *lambda_cost(results)]
+    lines += ["## Reading", "", *reading(results), "", NOTES_START, kept_notes(), NOTES_END, ""]
     return "\n".join(lines)
 
 
