@@ -2,6 +2,9 @@
 
 ``python -m bench.run`` (what ``make bench`` runs) measures; ``--write`` also rewrites ``BENCHMARKS.md``;
 ``--quick`` is a smoke check (64 MiB, one run). Progress goes to stderr, one line per variant run.
+``--cases`` and ``--variants`` measure a part of it (e.g. ``--cases tls-uncapped-2GiB --variants ours,sink``,
+never written to BENCHMARKS.md); ``--profile perf`` or ``--profile py-spy`` records each run's profile beside
+its log (``perf report -i …perf.data``: on-CPU samples, user and kernel; py-spy: Python stacks of every thread).
 
 Processes: the OmboriGrid simulator (one process for the whole run), the S3 emulator (moto server, a fresh
 process for every run that writes to S3, so no run inherits another's heap), a TLS-terminating proxy in front
@@ -49,6 +52,7 @@ TOKEN = "bench-token"
 BUCKET = "bench-landing"
 RESULTS_JSON = CACHE / "last-results.json"
 RESULTS_JSON_QUICK = CACHE / "last-results-quick.json"  # a --quick run never replaces the full run's results
+RESULTS_JSON_PARTIAL = CACHE / "last-results-partial.json"  # nor does a run of some cases or variants only
 #: The options that shape BENCHMARKS.md, saved with the results so --render-only writes the same text.
 RENDERED_ARGS = ("quick", "part_size", "concurrency", "quiet_wait", "quiet_budget")
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
@@ -479,7 +483,18 @@ def variant_command(
         "concurrency": args.concurrency,
         "size": case.size,
     }
-    return [sys.executable, "-m", "bench.variant", json.dumps(params)]
+    command = [sys.executable, "-m", "bench.variant", json.dumps(params)]
+    if args.profile == "py-spy":
+        # Python stacks of every thread, sampled from outside (py-spy reads the process's memory).
+        profile = logs / f"{case.name}-{variant}-{run}.pyspy.txt"
+        spy = [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "100", "--native", "--threads"]
+        return [*spy, "--format", "raw", "-o", str(profile), "--", *command]
+    if args.profile == "perf":
+        # On-CPU samples only (user and kernel), with Python functions named through CPython's perf maps.
+        profile = logs / f"{case.name}-{variant}-{run}.perf.data"
+        command.insert(1, "-Xperf")
+        return ["perf", "record", "-F", "499", "-g", "-o", str(profile), "--", *command]
+    return command
 
 
 def measure(
@@ -528,7 +543,8 @@ def measure(
                 return Sample(variant, run, ok=False, error=f"aws s3 cp landed {landed} bytes")
             seconds, moved, cpu = wall, landed, child_cpu
         else:
-            result = json.loads(out.strip().splitlines()[-1])
+            # The variant's one JSON line (under --profile, py-spy's own messages follow it).
+            result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
             seconds, moved, cpu, rss = result["seconds"], result["bytes"], result["cpu_seconds"], result["peak_rss_mib"]
         return Sample(variant, run, True, seconds, moved, rss, cpu, s3_cpu, sim_cpu, other, other_before)
     finally:
@@ -572,6 +588,24 @@ def plan(args: argparse.Namespace, with_smart_open: bool) -> list[Case]:
         Case("plain-uncapped-256MiB", "256 MiB", 256 * MIB, "2026-01-01", None, args.runs, plain, tls=False),
         Case("plain-uncapped-2GiB", "2 GiB", 2 * GIB, "2026-01-02", None, args.large_runs, plain, tls=False),
     ]
+
+
+def select(args: argparse.Namespace, cases: list[Case]) -> list[Case]:
+    """The cases and variants ``--cases`` and ``--variants`` name (all of them when not given)."""
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        unknown = wanted - {c.name for c in cases}
+        if unknown:
+            raise SystemExit(f"unknown case(s) {sorted(unknown)}; the cases are {[c.name for c in cases]}")
+        cases = [c for c in cases if c.name in wanted]
+    if args.variants:
+        wanted = set(args.variants.split(","))
+        unknown = wanted - set(LABELS)
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {sorted(unknown)}; the variants are {sorted(LABELS)}")
+        for case in cases:
+            case.variants = [v for v in case.variants if v in wanted]
+    return [c for c in cases if c.variants]
 
 
 def run_cases(args: argparse.Namespace, cases: list[Case], logs: Path) -> list[CaseResult]:
@@ -747,6 +781,47 @@ def figures(results: list[CaseResult]) -> list[Figure]:
     return out
 
 
+#: Lambda arm64's price per GB-second (us-east-1 list price; docs/cost.md), and the memory of one full vCPU.
+LAMBDA_GB_SECOND_USD = 0.0000133334
+ONE_VCPU_MB = 1769
+
+
+def lambda_cost(results: list[CaseResult]) -> list[str]:
+    """What a GiB landed costs the Download function at three memory sizes, from ours' measured CPU per GiB
+    (TLS, uncapped, the largest file): Lambda gives CPU in proportion to memory, ``ONE_VCPU_MB`` being one vCPU."""
+    measured = [r for r in results if r.case.tls and r.case.cap is None and r.cpu_per_gib("ours") is not None]
+    if not measured:
+        return []
+    r = max(measured, key=lambda r: r.case.size)
+    cpu = r.cpu_per_gib("ours") or 0.0
+    lines = [
+        f"## What a GiB landed costs the Download function (from ours' {cpu:.2f} CPU-s/GiB, TLS, {r.case.size_label})",
+        "",
+        "Lambda gives a function CPU in proportion to its memory (1,769 MB is one vCPU). The duration of a GiB is "
+        "the longer of its CPU time at that share and its time on the network; GB-s per GiB are memory × that "
+        f"duration, priced at Lambda arm64's ${LAMBDA_GB_SECOND_USD:.10f} per GB-second (INIT and the S3 requests "
+        "not included; the CPU was measured on this machine's x86 cores, not on Graviton). docs/cost.md explains "
+        "the memory size chosen from it.",
+        "",
+        "| memory | vCPU | CPU time per GiB | CPU ceiling | CPU-bound: GB-s, $ per GiB | network at 80 MiB/s "
+        "| network at 20 MB/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for memory in (512, 1024, ONE_VCPU_MB):
+        vcpu = memory / ONE_VCPU_MB
+        seconds = cpu / vcpu
+
+        def priced(duration: float, memory: int = memory) -> str:
+            gb_s = memory / 1024 * duration
+            return f"{gb_s:.1f} GB-s, ${gb_s * LAMBDA_GB_SECOND_USD:.6f}"
+
+        lines.append(
+            f"| {memory:,} MB | {vcpu:.2f} | {seconds:.1f} s | {1024 / seconds:.0f} MiB/s | {priced(seconds)} "
+            f"| {priced(max(seconds, 1024 / 80))} | {priced(max(seconds, GIB / 20e6))} |"
+        )
+    return [*lines, ""]
+
+
 def args_quick(results: list[CaseResult]) -> bool:
     return all(r.case.size < 256 * MIB for r in results)
 
@@ -852,7 +927,8 @@ def render(
     for f in figures(results):
         met = "n/a" if f.met is None else ("yes" if f.met else "**no**")
         lines.append(f"| {f.name} | {f.value} | {f.target} | {met} |")
-    lines += ["", "## Reading", "", *reading(results), "", NOTES_START, kept_notes(), NOTES_END, ""]
+    lines += ["", *lambda_cost(results)]
+    lines += ["## Reading", "", *reading(results), "", NOTES_START, kept_notes(), NOTES_END, ""]
     return "\n".join(lines)
 
 
@@ -877,7 +953,7 @@ def measure_all(args: argparse.Namespace) -> tuple[list[CaseResult], dt.datetime
         log(f"awscli is not installed at {AWS_CLI} (make bench installs it): its variant is left out")
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     try:
-        results = run_cases(args, plan(args, with_smart_open), logs)
+        results = run_cases(args, select(args, plan(args, with_smart_open)), logs)
     finally:
         if not args.keep_logs:
             shutil.rmtree(logs, ignore_errors=True)
@@ -909,7 +985,19 @@ def main(argv: list[str] | None = None) -> int:
         help="no measuring: render the last full run's results again (with --quick: the last quick run's)",
     )
     parser.add_argument("--keep-logs", action="store_true", help=f"keep per-run logs in {CACHE / 'logs'}")
+    parser.add_argument("--cases", help="only these cases, comma-separated (e.g. tls-uncapped-2GiB); no --write")
+    parser.add_argument("--variants", help="only these variants, comma-separated (e.g. ours,sink); no --write")
+    parser.add_argument(
+        "--profile",
+        choices=("py-spy", "perf"),
+        help="sample each Python variant with py-spy (Python stacks) or perf (on-CPU) into the kept logs",
+    )
     args = parser.parse_args(argv)
+    partial = bool(args.cases or args.variants)
+    if partial and args.write:
+        parser.error("--cases and --variants measure part of the benchmark: BENCHMARKS.md is not rewritten from it")
+    if args.profile:
+        args.keep_logs = True
     QUIET_BUDGET[0] = args.quiet_budget
 
     if args.render_only:
@@ -935,7 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
             "args": {k: getattr(args, k) for k in RENDERED_ARGS},
             "cases": [{**asdict(r.case), "samples": [asdict(s) for s in r.samples]} for r in results],
         }
-        (RESULTS_JSON_QUICK if args.quick else RESULTS_JSON).write_text(json.dumps(raw, indent=1))
+        saved = RESULTS_JSON_PARTIAL if partial else RESULTS_JSON_QUICK if args.quick else RESULTS_JSON
+        saved.write_text(json.dumps(raw, indent=1))
     text = render(args, results, started, elapsed, command)
     for f in figures(results):
         met = "n/a" if f.met is None else ("met" if f.met else "NOT MET")

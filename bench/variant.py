@@ -18,7 +18,6 @@ import shutil
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,28 +84,44 @@ def _drain(response: Any) -> int:
 
 
 def source_ranged(params: dict[str, Any]) -> Callable[[], int]:
-    """The source alone, read the way ours reads it: the same byte ranges, concurrency and chunking."""
-    import requests
-
+    """The source alone, read the way ours reads it: the same byte ranges and concurrency, over the same pinned
+    connections, each part read in the same steps straight into a reused memory map (and dropped)."""
+    from omborigrid_export.safehttp import pinned_session_factory
     from omborigrid_export.transfer import choose_part_size
+    from omborigrid_export.transfer.buffers import PartBufferPool
+    from omborigrid_export.transfer.limits import CHUNK as STEP
 
     _client, job = _job(params)
     size = job.file_size
     part = choose_part_size(size, params["part_size"])
+    sessions = pinned_session_factory(allow_local=True, ca_bundle=os.environ.get("REQUESTS_CA_BUNDLE"))
+    buffers = PartBufferPool(part, keep=params["concurrency"])
     local = threading.local()
 
     def fetch(byte_range: tuple[int, int]) -> int:
         session = getattr(local, "session", None)
         if session is None:
-            session = local.session = requests.Session()
+            session = local.session = sessions()
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}", "Accept-Encoding": "identity"}
+        length = byte_range[1] - byte_range[0] + 1
+        buffer = buffers.take(length)
+        got = 0
         with session.get(job.download_url, headers=headers, stream=True, timeout=(10, 60)) as response:
             response.raise_for_status()
-            return _drain(response)
+            with buffer.view() as view:
+                while got < length:
+                    n = response.raw.readinto(view[got : min(got + STEP, length)])
+                    if not n:
+                        break
+                    got += n
+        buffer.close()
+        return got
 
     def run() -> int:
         with ThreadPoolExecutor(max_workers=params["concurrency"]) as pool:
-            return sum(pool.map(fetch, _ranges(size, part)))
+            moved = sum(pool.map(fetch, _ranges(size, part)))
+        buffers.close()
+        return moved
 
     return run
 
@@ -128,7 +143,7 @@ def source_stream(params: dict[str, Any]) -> Callable[[], int]:
 
 def sink(params: dict[str, Any]) -> Callable[[], int]:
     """The sink alone: the same number of bytes, from memory, as the same multipart upload ours makes
-    (same part size, concurrency and CRC32 checksums)."""
+    (same part size, concurrency and CRC32 checksums, computed by the same function)."""
     from omborigrid_export import checksum
     from omborigrid_export.transfer import choose_part_size
 
@@ -146,7 +161,7 @@ def sink(params: dict[str, Any]) -> Callable[[], int]:
         def put(number_range: tuple[int, tuple[int, int]]) -> dict[str, Any]:
             number, (start, end) = number_range
             data = block if end - start + 1 == part else block[: end - start + 1]
-            crc = zlib.crc32(data)
+            crc = checksum.crc32_of(data)
             response = s3.upload_part(
                 Bucket=bucket,
                 Key=key,

@@ -32,6 +32,17 @@ def test_given_known_vector_when_crc32_of_then_standard_value() -> None:
     assert crc32_of(b"") == 0
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_given_data_in_steps_when_crc32_of_runs_on_then_equals_zlib_of_the_whole(seed: int) -> None:
+    rng = random.Random(seed)
+    data = rng.randbytes(rng.randrange(1, 300_000))
+    cuts = sorted(rng.sample(range(len(data) + 1), k=min(4, len(data) + 1)))
+    running = 0
+    for lo, hi in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        running = crc32_of(memoryview(data)[lo:hi], running)
+    assert running == zlib.crc32(data)
+
+
 def test_given_no_parts_when_combined_then_crc_of_empty() -> None:
     assert combine_parts([]) == zlib.crc32(b"") == 0
 

@@ -4,13 +4,18 @@ S3 records a FULL_OBJECT CRC32 for a multipart upload and, on AWS, checks the va
 CompleteMultipartUpload against the bytes it received. Parts are read and uploaded out of order, so the
 object's CRC is combined from the parts' CRCs (zlib's crc32_combine, in pure Python) instead of hashing
 the stream in order. Every part of one size shares one precomputed operator, so combining is cheap.
+
+The CRC32 of each part is zlib-ng's (the same CRC-32 as zlib's, computed with the CPU's carry-less multiply
+or CRC instructions): Python's zlib module links the system's zlib, whose CRC32 runs at about 4 GiB/s and
+was the largest single cost of a transfer after TLS (0.3-0.5 CPU-s per GiB; zlib-ng about 0.05; BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import base64
-import zlib
 from collections.abc import Iterable
+
+from zlib_ng import zlib_ng
 
 _POLY = 0xEDB88320  # CRC-32 (IEEE), reflected
 
@@ -70,8 +75,9 @@ def combine_parts(parts: Iterable[tuple[int, int]]) -> int:
     return crc
 
 
-def crc32_of(data: bytes | bytearray | memoryview) -> int:
-    return zlib.crc32(data) & 0xFFFFFFFF
+def crc32_of(data: bytes | bytearray | memoryview, running: int = 0) -> int:
+    """CRC32 of ``data``; of what came before and ``data`` when ``running`` is the CRC32 of what came before."""
+    return zlib_ng.crc32(data, running) & 0xFFFFFFFF
 
 
 def to_base64(crc: int) -> str:

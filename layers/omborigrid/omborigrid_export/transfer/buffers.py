@@ -1,9 +1,10 @@
 """Where a part's bytes are held between being read and being uploaded.
 
 Memory is the transfer's bound (parts in flight × part size), so each holder avoids copies: a ranged part is
-read straight into an anonymous memory map lent by a pool that reuses them (:class:`PartBufferPool`); a stream is kept as its chunks and joined
-once per part (:class:`ChunkBuffer`), and its end as the same chunks (:class:`RollingTail`); boto3 reads a
-part through a seekable view (:class:`PartBody`).
+read straight into an anonymous memory map lent by a pool that reuses them (:class:`PartBufferPool`); a
+stream is kept as its chunks and joined once per part (:class:`ChunkBuffer`), and its end as the same chunks
+(:class:`RollingTail`); boto3 is handed a part as a seekable view (:class:`PartBody`), which leaves for the
+wire in one piece (:class:`WholeBody`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import io
 import mmap
 import threading
 from collections import deque
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from botocore.awsrequest import AWSPreparedRequest
+    from botocore.hooks import BaseEventHooks
 
 
 class SeekableReader(io.RawIOBase):
@@ -45,12 +51,19 @@ class SeekableReader(io.RawIOBase):
 class PartBody(SeekableReader):
     """A part's buffer as a seekable file for boto3, read in blocks without copying the whole part.
 
-    (A bytearray body is accepted by S3 but not by every S3 emulator; a file object is accepted by all.)
+    botocore takes bytes, a bytearray or a file as a body, and moto in-process only bytes or a file (it parses
+    a bytearray as form data), so boto3 is given a file. urllib3 sends a file 16 KiB at a time, though: each
+    block copied twice and written by its own Python calls, after an ``Expect: 100-continue`` round trip. On
+    its way out the file is therefore swapped for the part's bytes in one piece (:func:`send_part_bodies_whole`).
     """
 
     def __init__(self, data: bytes | memoryview) -> None:
         super().__init__(len(data))
         self._view = memoryview(data)
+
+    def whole(self) -> WholeBody:
+        """The same bytes, for urllib3 to send in one write."""
+        return WholeBody(self._view)
 
     def readinto(self, buffer: Any) -> int:
         n = min(len(buffer), self._size - self._pos)
@@ -63,15 +76,50 @@ class PartBody(SeekableReader):
         super().close()
 
 
+class WholeBody:
+    """A part's bytes as urllib3 sends them in one ``sendall``: an iterable of one buffer (urllib3 writes each
+    item of an iterable body as it is). botocore rewinds a body with ``seek(0)`` before a retry; every
+    iteration yields the whole part again, so there is nothing to rewind and the same bytes are sent again.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+
+    def __iter__(self) -> Iterator[memoryview]:
+        yield self._view
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:  # noqa: ARG002 - always the start
+        return 0
+
+
+def _send_whole(request: AWSPreparedRequest, **_: Any) -> None:
+    if isinstance(request.body, PartBody):
+        request.body = request.body.whole()
+        # As botocore sends a bytes body: no wait for "100 Continue" before it (Expect is not signed).
+        request.headers.pop("Expect", None)
+
+
+def send_part_bodies_whole(events: BaseEventHooks) -> None:
+    """Have the S3 client whose ``meta.events`` these are send each :class:`PartBody` in one write.
+
+    On ``before-send``, after signing (a payload signature over plain HTTP has read the file already), and
+    registered last, so a handler that answers the request itself (moto in-process) still gets the file.
+    Registering it again on the same client changes nothing.
+    """
+    events.register_last("before-send", _send_whole, unique_id="omborigrid-export-send-part-whole")
+
+
 class PartBuffer:
     """One part's bytes, in a memory map lent by a :class:`PartBufferPool` (or one of its own).
 
     :meth:`view` is the part's bytes (the first ``length`` of the map); :meth:`close` gives the map back.
+    ``crc32`` is the CRC32 of those bytes once the reader has computed it (as they arrived), else None.
     """
 
     def __init__(self, length: int, *, pool: PartBufferPool | None = None, map_: mmap.mmap | None = None) -> None:
         self.map = map_ if map_ is not None else mmap.mmap(-1, length)
         self.length = length
+        self.crc32: int | None = None
         self._pool = pool
 
     def __len__(self) -> int:

@@ -21,7 +21,7 @@ from ..errors import IntegrityError, LandingConflict, OmboriGridExportError, Tra
 from ..models import ExportJob
 from ..redact import describe_exception
 from ..s3errors import CONDITION_LOST_CODES, error_code, is_not_found, map_s3_errors
-from .buffers import PartBody, PartBuffer
+from .buffers import PartBody, PartBuffer, send_part_bodies_whole
 from .checkpoint import Checkpoint
 from .content import HEAD_BYTES, TAIL_BYTES, ContentKind
 from .limits import part_count, part_range
@@ -140,6 +140,7 @@ class MultipartUpload:
         self._tail_seen: set[int] = set()
         self._lock = threading.Lock()
         self._closed = False
+        send_part_bodies_whole(s3.meta.events)
 
     @property
     def part_count(self) -> int:
@@ -245,19 +246,21 @@ class MultipartUpload:
             self.parts[record.number] = record
 
     def upload_and_release(self, number: int, data: PartBuffer, start: int) -> PartRecord:
-        """Upload a part held in a memory map, then give the map back."""
+        """Upload a part held in a memory map (with the CRC32 its reader computed, if any), then give it back."""
         try:
             with data.view() as view:
-                return self.upload_part(number, view, start)
+                return self.upload_part(number, view, start, crc=data.crc32)
         finally:
             data.close()
 
-    def upload_part(self, number: int, data: bytes | memoryview, start: int) -> PartRecord:
-        """Upload bytes ``start``.. of the file as part ``number`` with its CRC32 (S3 verifies it)."""
+    def upload_part(self, number: int, data: bytes | memoryview, start: int, *, crc: int | None = None) -> PartRecord:
+        """Upload bytes ``start``.. of the file as part ``number`` with its CRC32 (S3 verifies it against the
+        bytes it receives); ``crc`` is that CRC32 when the reader computed it as the bytes arrived."""
         if not data:
             raise IntegrityError("An empty part cannot be uploaded.")
         self._capture_edges(data, start)
-        crc = checksum.crc32_of(data)
+        if crc is None:
+            crc = checksum.crc32_of(data)
         with PartBody(data) as body, map_s3_errors(f"the upload of part {number} to s3://{self.bucket}/{self.key}"):
             try:
                 response = self._s3.upload_part(
