@@ -225,9 +225,19 @@ class LocalStack:
         return list(self._delivery.delivered) if self._delivery is not None else []
 
     @property
+    def deliveries_pending(self) -> bool:
+        """True while an asynchronous invocation (a rule's, :meth:`deliver_async`'s) waits or runs."""
+        return self._delivery is not None and self._delivery.busy
+
+    @property
     def failed_deliveries(self) -> list[FailedDelivery]:
         """Rule → Lambda deliveries whose function failed every attempt (their events went to its DLQ)."""
         return list(self._delivery.failed) if self._delivery is not None else []
+
+    @property
+    def invoker(self) -> Invoker | None:
+        """The engine's stand-in for Lambda's containers (None before the stack is built)."""
+        return self._invoker
 
     def invocations(self, logical_id: str) -> int:
         """How many times the engine ran this function's handler."""
@@ -309,6 +319,26 @@ class LocalStack:
             "detail": detail,
         }
         return self.invoke("CreateJobFunction", event)
+
+    def deliver_async(self, function: str, event: Any, *, source: str = "async") -> None:
+        """Invoke a function asynchronously (``InvocationType=Event``), as EventBridge Scheduler and rules do: on
+        the engine's delivery worker, with Lambda's two retries of a failed attempt, then the function's DLQ.
+        ``source`` names the sender in :attr:`deliveries` (like a rule's name)."""
+        assert self._delivery is not None
+        self._delivery.submit(Delivery(source, self.resources.get(function, function), event))
+
+    def scheduled_event(self) -> dict[str, Any]:
+        """What EventBridge Scheduler sends CreateJob at each tick (events/scheduled.json)."""
+        return self._scheduled_event()
+
+    def set_function_environment(self, function: str, variables: dict[str, str]) -> None:
+        """Change a function's environment as an update of its configuration would (e.g. the nightly run's
+        ``TENANT_IDS``); later invocations see it."""
+        assert self._invoker is not None
+        local = self._invoker.get(self.resources.get(function, function))
+        if local is None:
+            raise KeyError(f"no function {function} in this stack")
+        local.environment.update(variables)
 
     def executions(self, match: str | None = None) -> list[dict[str, Any]]:
         """``DescribeExecution`` of every execution of the export state machine (name containing ``match``)."""
