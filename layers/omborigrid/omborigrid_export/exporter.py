@@ -155,8 +155,9 @@ class Exporter:
             tenant_id=identity.request.tenant_id, job_id=identity.job_id, filename=job.filename
         )
         single_key = self.key_for(identity, job.filename)
-        if resume is None and not replace:
-            # A rerun of an export that already landed: answer without touching the source at all.
+        if not replace:
+            # A rerun of an export that already landed, or a retry of one whose completion went through before
+            # its invocation died (its checkpoint names a finished upload): answer without touching the source.
             existing = transfer.existing(job, bucket=bucket, key=single_key)
             if existing is not None:
                 return Landed(self._committed(identity, job, existing))
@@ -201,8 +202,9 @@ class Exporter:
             before = None
         if before is not None and before.is_for(identity) and before.names(existing.key):
             return before.as_already_existed()
-        # Verified when it landed; a run that died before its manifest left no proof of it to record.
-        manifest = build_manifest(identity, job, existing, proof=None, landed_at=self._now())
+        # Verified when it landed; a run that died before its manifest left no proof of it to record. The document
+        # is written for the first time now, so it says so (the answer to this rerun says "already existed").
+        manifest = build_manifest(identity, job, existing, proof=None, landed_at=self._now()).as_written()
         write_manifest(self.s3, manifest)
         return manifest.as_already_existed()
 
