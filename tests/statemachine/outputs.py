@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from omborigrid_local.engine import LocalStack
@@ -21,14 +22,15 @@ def as_text(value: Any) -> str:
     return json.dumps(value, default=repr, sort_keys=True)
 
 
-def s3_objects_text(stack: LocalStack, tenant: str) -> str:
-    """Every object under the bucket that names the tenant: its body, head (metadata) and tags."""
+def s3_objects_text(stack: LocalStack, tenant: str | Sequence[str]) -> str:
+    """Every object under the bucket that names the tenant (any of them): its body, head (metadata) and tags."""
+    tenants = (tenant,) if isinstance(tenant, str) else tuple(tenant)
     s3 = stack.client("s3")
     texts: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket):
         for listed in page.get("Contents", []):
             key = listed["Key"]
-            if tenant not in key:
+            if not any(t in key for t in tenants):
                 continue
             head = s3.head_object(Bucket=stack.bucket, Key=key)
             tags = s3.get_object_tagging(Bucket=stack.bucket, Key=key)["TagSet"]
@@ -38,8 +40,10 @@ def s3_objects_text(stack: LocalStack, tenant: str) -> str:
     return "\n".join(texts)
 
 
-def output_channels(stack: LocalStack, tenant: str, first_call: int, arns: list[str]) -> dict[str, str]:
-    """Each channel's text for one tenant: calls recorded since ``first_call``, the histories of ``arns``."""
+def output_channels(stack: LocalStack, tenant: str | Sequence[str], first_call: int, arns: list[str]) -> dict[str, str]:
+    """Each channel's text for a tenant (or several): calls recorded since ``first_call``, the histories of
+    ``arns``."""
+    tenants = (tenant,) if isinstance(tenant, str) else tuple(tenant)
     calls = stack.recorder.since(first_call)
     put_events = [c.params for c in calls if c.service == "events" and c.operation == "PutEvents"]
     s3_writes = [
@@ -51,9 +55,9 @@ def output_channels(stack: LocalStack, tenant: str, first_call: int, arns: list[
     sfn = stack.client("stepfunctions")
     executions = [sfn.describe_execution(executionArn=arn) for arn in arns]
     return {
-        "events": as_text({"put": put_events, "captured": events_for(stack, tenant)}),
-        "ledger": as_text([item for item in items if tenant in as_text(item)]),
-        "s3 objects": s3_objects_text(stack, tenant),
+        "events": as_text({"put": put_events, "captured": [e for t in tenants for e in events_for(stack, t)]}),
+        "ledger": as_text([item for item in items if any(t in as_text(item) for t in tenants)]),
+        "s3 objects": s3_objects_text(stack, tenants),
         "s3 write params": as_text(s3_writes),
         "aws call params": as_text([(c.service, c.operation, c.params) for c in calls]),
         "sfn history": as_text({"executions": executions, "history": [stack.history(arn) for arn in arns]}),

@@ -13,7 +13,7 @@ from omborigrid_local.simulator import Simulator
 from ..helpers import start_stack
 
 #: A cap below the scenario's concurrent jobs, so the backfill's last day waits for a drain.
-CAMPAIGN_PARAMETERS = {"LookbackDays": 1, "MaxJobsInFlight": 3}
+CAMPAIGN_PARAMETERS = {"LookbackDays": 0, "MaxJobsInFlight": 3}
 
 
 @pytest.fixture(scope="module")

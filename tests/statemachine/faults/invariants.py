@@ -4,7 +4,8 @@
    byte-identical to what the simulator served, and one manifest that names them all — or FAILED, with an
    "Export Failed" event saying why and nothing under any final key.
 2. ``creates``: the API saw one create per (tenant, day), plus one per "Export Failed" (the next night asks
-   again) and one per create whose outcome was ambiguous; a job that did not land is never downloaded.
+   again) and one per create whose outcome the pipeline could not know (its job id never reached the ledger);
+   a job that did not land is never downloaded.
 3. ``announced``: every landed day has an "Export Completed" event; duplicates carry the same manifest (the one
    in S3), so the job id and manifest key consumers deduplicate on are stable.
 4. ``in_flight``: the ledger's counters of jobs in flight (the cap's and each tenant's) are back to 0.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def check(stack: LocalStack, sim: Simulator, run: Run, *, function_log: Path | N
     facts = _Facts.gather(stack, sim, run)
     violations = [f"settled: {error}" for error in run.settle_errors]
     violations += _outcomes(facts, sim)
-    violations += _creates(facts, run)
+    violations += _creates(stack, facts, run)
     violations += _announced(facts)
     violations += _in_flight(stack, run)
     violations += [
@@ -169,33 +170,40 @@ def _landed(facts: _Facts, sim: Simulator, where: str, item: dict[str, Any], key
     return violations
 
 
-def _creates(facts: _Facts, run: Run) -> list[str]:
+def _creates(stack: LocalStack, facts: _Facts, run: Run) -> list[str]:
+    """A day's jobs at the API: the landed one, one per "Export Failed" (asked again), and jobs whose id never
+    reached the ledger (the create's outcome was unknown to the pipeline: the invocation died or its ledger write
+    failed right after the POST). A job the ledger had recorded and that is neither landed nor failed was
+    created again needlessly. Only the landed job (and failed ones) may have been downloaded."""
     violations = []
-    created: Counter[str] = Counter()
     jobs_by_day: dict[str, set[str]] = defaultdict(set)
     for job_id, job in facts.jobs.items():
-        key = f"{job['tenantId']}/{job['dataDateFrom']}/{job['dataDateTo']}"
-        created[key] += 1
-        jobs_by_day[key].add(job_id)
-    ambiguous = run.record.ambiguous_creates
+        jobs_by_day[f"{job['tenantId']}/{job['dataDateFrom']}/{job['dataDateTo']}"].add(job_id)
+    recorded = _recorded_job_ids(stack, run, set(facts.jobs))
     downloaded = run.record.downloaded_jobs()
     for tenant, day in sorted(facts.asked):
         key = f"{tenant}/{day}/{day}"
-        failures = len(facts.of_kind((tenant, day), "Export Failed"))
-        allowed = 1 + failures + ambiguous[key]
-        if created[key] > allowed:
-            violations.append(
-                f"creates: {key} was created {created[key]} times (allowed {allowed}: {failures} failure(s), "
-                f"{ambiguous[key]} ambiguous create(s))"
-            )
         item = facts.entries.get((tenant, day), {})
-        if item.get("state", {}).get("S") == "LANDED":
-            landed_job = item.get("jobId", {}).get("S")
-            failed_jobs = {e["detail"].get("jobId") for e in facts.of_kind((tenant, day), "Export Failed")}
-            extra = (jobs_by_day[key] & downloaded) - {landed_job} - failed_jobs
-            if extra:
-                violations.append(f"creates: {key} downloaded job(s) {sorted(extra)} besides {landed_job}")
+        current = item.get("jobId", {}).get("S")
+        failed = {e["detail"].get("jobId") for e in facts.of_kind((tenant, day), "Export Failed")}
+        extra = jobs_by_day[key] - {current} - failed
+        again = sorted(extra & recorded)
+        if again:
+            violations.append(f"creates: {key}: job(s) {again} were recorded in the ledger, then created again")
+        if extra & downloaded:
+            violations.append(f"creates: {key}: extra job(s) {sorted(extra & downloaded)} were downloaded")
     return violations
+
+
+def _recorded_job_ids(stack: LocalStack, run: Run, job_ids: set[str]) -> set[str]:
+    """Those of ``job_ids`` that some successful ledger write of CreateJob carried."""
+    texts = [
+        json.dumps(call.params, default=str)
+        for call in stack.recorder.since(run.first_call)
+        if call.principal == "CreateJobFunction" and call.service == "dynamodb" and (call.status or 500) < 300
+    ]
+    text = "\n".join(texts)
+    return {job_id for job_id in job_ids if job_id in text}
 
 
 def _announced(facts: _Facts) -> list[str]:
@@ -237,17 +245,11 @@ def _multipart(stack: LocalStack, run: Run) -> list[str]:
 def _secrets(stack: LocalStack, sim: Simulator, run: Run, facts: _Facts, function_log: Path | None) -> list[str]:
     markers = {sim.token}
     markers |= {v for r in run.record.requests for v in r.query_values if len(v) >= 12}
-    arns = [
-        e["executionArn"]
-        for e in stack.client("stepfunctions").list_executions(
-            stateMachineArn=stack.state_machine_arn, maxResults=1000
-        )["executions"]
-        if any(t in e["name"] for t in run.tenants)
-    ]
-    texts: dict[str, str] = {}
-    for tenant in run.tenants:
-        for name, text in output_channels(stack, tenant, run.first_call, arns).items():
-            texts[name] = texts.get(name, "") + text
+    pages = (
+        stack.client("stepfunctions").get_paginator("list_executions").paginate(stateMachineArn=stack.state_machine_arn)
+    )
+    arns = [e["executionArn"] for page in pages for e in page["executions"] if any(t in e["name"] for t in run.tenants)]
+    texts = output_channels(stack, run.tenants, run.first_call, arns)
     if function_log is not None and function_log.exists():
         with function_log.open("r", encoding="utf-8", errors="replace") as log:
             log.seek(run.log_offset)
