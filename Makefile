@@ -114,18 +114,18 @@ test-fast: install
 CHAOS_CAMPAIGNS ?= 5
 FAULT_SEED ?= 11
 chaos: install
-	OMBORIGRID_CHAOS_CAMPAIGNS=$(CHAOS_CAMPAIGNS) OMBORIGRID_FAULT_SEED=$(FAULT_SEED) \
+	PYTHONUNBUFFERED=1 OMBORIGRID_CHAOS_CAMPAIGNS=$(CHAOS_CAMPAIGNS) OMBORIGRID_FAULT_SEED=$(FAULT_SEED) \
 	    $(BIN)/pytest -q -s -p no:cacheprovider -m chaos tests/statemachine/faults/test_fault_campaign.py \
-	    | grep -E '^\[(chaos|faults)\]|passed|failed|error'; test $${PIPESTATUS[0]} -eq 0
+	    | grep --line-buffered -E '^\[(chaos|faults)\]|passed|failed|error'; test $${PIPESTATUS[0]} -eq 0
 
 # The soak: issue 11's size by default; smaller with e.g. make soak SOAK_TENANTS=10 SOAK_DAYS=10.
 SOAK_TENANTS ?= 50
 SOAK_DAYS ?= 30
 SOAK_RATE ?= 0.002
 soak: install
-	OMBORIGRID_SOAK_TENANTS=$(SOAK_TENANTS) OMBORIGRID_SOAK_DAYS=$(SOAK_DAYS) OMBORIGRID_SOAK_RATE=$(SOAK_RATE) \
+	PYTHONUNBUFFERED=1 OMBORIGRID_SOAK_TENANTS=$(SOAK_TENANTS) OMBORIGRID_SOAK_DAYS=$(SOAK_DAYS) OMBORIGRID_SOAK_RATE=$(SOAK_RATE) \
 	    OMBORIGRID_FAULT_SEED=$(FAULT_SEED) $(BIN)/pytest -q -s -p no:cacheprovider -m soak \
-	    tests/statemachine/faults/test_soak.py | grep -E '^\[soak\]|passed|failed|error'; test $${PIPESTATUS[0]} -eq 0
+	    tests/statemachine/faults/test_soak.py | grep --line-buffered -E '^\[soak\]|passed|failed|error'; test $${PIPESTATUS[0]} -eq 0
 
 demo: install
 	$(BIN)/omborigrid-export demo

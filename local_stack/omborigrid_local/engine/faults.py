@@ -224,8 +224,6 @@ class ApiRequest:
 class Fired:
     site: Site
     kind: FaultKind
-    #: ``tenant/from/to`` of a create whose outcome the caller could not know (a job may exist unseen).
-    ambiguous_create: str | None = None
 
 
 @dataclass(slots=True)
@@ -238,10 +236,6 @@ class Record:
 
     def fired_by_kind(self) -> Counter[str]:
         return Counter(str(f.kind) for f in self.fired)
-
-    @property
-    def ambiguous_creates(self) -> Counter[str]:
-        return Counter(f.ambiguous_create for f in self.fired if f.ambiguous_create)
 
     def downloaded_jobs(self) -> set[str]:
         return {r.job_id for r in self.requests if r.site.service == DOWNLOAD_SERVICE and r.job_id}
@@ -278,7 +272,7 @@ class FaultInjector:
         def send(session: Any, request: Any, **kwargs: Any) -> Any:
             return injector._send(session, request, **kwargs)
 
-        requests.Session.send = send  # type: ignore[method-assign]
+        requests.Session.send = send  # type: ignore[method-assign,assignment]
         try:
             yield self.record
         finally:
@@ -299,10 +293,10 @@ class FaultInjector:
             self.record.sites.append(site)
         return site
 
-    def _fire(self, site: Site, kind: FaultKind, ambiguous_create: str | None = None) -> None:
+    def _fire(self, site: Site, kind: FaultKind) -> None:
         logger.info("fault %s at %s", kind, site.id)
         with self._lock:
-            self.record.fired.append(Fired(site, kind, ambiguous_create))
+            self.record.fired.append(Fired(site, kind))
 
     def _dead(self) -> bool:
         invoker = self._stack.invoker
@@ -374,10 +368,10 @@ class FaultInjector:
             for spec in knobs.get("fail_next", []):
                 spec.setdefault("methods", [request.method])
             self._simulator.configure(**knobs)
-            self._fire(site, kind, api.range_key if kind is FaultKind.API_LOST_CREATE else None)
+            self._fire(site, kind)
         response = self._original_send(session, request, **kwargs)
         if kind is FaultKind.CRASH_AFTER:
-            self._fire(site, kind, api.range_key if site.operation == "CreateJob" else None)
+            self._fire(site, kind)
             raise self._crash(site)
         return response
 
@@ -422,7 +416,7 @@ class _Raw:
 
 
 def _error_answer(kind: FaultKind, call: Call) -> tuple[Any, dict[str, Any]]:
-    from botocore.awsrequest import AWSResponse
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
 
     answers = _ANSWERS[kind]
     status, code = answers.get(call.service, answers.get("*", (500, "InternalFailure")))
@@ -436,4 +430,4 @@ def _error_answer(kind: FaultKind, call: Call) -> tuple[Any, dict[str, Any]]:
         items = call.params.get("TransactItems", [])
         parsed["CancellationReasons"] = [{"Code": "TransactionConflict"}] + [{"Code": "None"}] * (len(items) - 1)
         parsed["Error"]["Message"] = "Transaction cancelled, please refer cancellation reasons for specific reasons"
-    return AWSResponse(f"https://{call.service}.amazonaws.com/", status, {}, _Raw()), parsed
+    return AWSResponse(f"https://{call.service}.amazonaws.com/", status, HTTPHeaders(), _Raw()), parsed

@@ -32,6 +32,7 @@ BOUNDARY_FAULTS = [
     Injection("CreateJobFunction:api.CreateJob@t0#1", K.CRASH_AFTER),
     Injection("CreateJobFunction:api.CreateJob@t0#1", K.API_LOST_CREATE),
     Injection("CreateJobFunction:api.CreateJob@t2#1", K.API_503),
+    Injection("CreateJobFunction:api.CreateJob@t2#2", K.CRASH_AFTER),
     Injection("CheckStatusFunction:api.GetJob@t0#1", K.API_429),
     Injection("CheckStatusFunction:api.GetJob@t0#1", K.GARBLED_STATUS),
     Injection("DownloadFunction:download.GET@t0#1", K.DROPPED_DOWNLOAD),
@@ -132,7 +133,9 @@ def test_full_enumeration_keeps_every_invariant(
         _, outcome = play(stack, sim, Plan([injection]), injection.test_id, function_log=function_log)
         outcomes.append(outcome)
         if outcome.violations:
-            print("\n".join(outcome.report()))
+            print("\n".join(f"[chaos] {line}" for line in outcome.report()))
+        if len(outcomes) % 50 == 0:
+            print(f"[chaos] {len(outcomes)} of {len(injections)} run, {sum(o.seconds for o in outcomes):.0f} s")
     for line in summary(outcomes):
         print(f"[chaos] {line}")
     not_fired = [o.test_id for o in outcomes if not o.fired]
