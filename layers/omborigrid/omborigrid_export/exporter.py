@@ -230,7 +230,8 @@ class Exporter:
         contents = lander.land(staged, identity, job, replace=replace)
         manifest = build_archive_manifest(identity, job, staged, contents, landed_at=self._now())
         try:
-            write_manifest(self.s3, manifest)
+            # Written as a first landing even when a retry found members landed already (its answer says so).
+            write_manifest(self.s3, manifest.as_written())
         except OmboriGridExportError:
             # Without its manifest the day is not landed: take the members back rather than leave leftovers.
             lander.remove(contents.entries)

@@ -47,7 +47,7 @@ class EventSourceFidelity:
                 return False
             return message.id not in _reported_failures(payload)
 
-        LambdaBackend._send_sqs_message = send  # type: ignore[method-assign]
+        LambdaBackend._send_sqs_message = send  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
         from moto.awslambda.models import LambdaBackend

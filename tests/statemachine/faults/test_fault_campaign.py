@@ -49,6 +49,7 @@ BOUNDARY_FAULTS = [
     Injection("DownloadFunction:s3.CompleteMultipartUpload@t3#1", K.CONFLICT_409),
     Injection("DownloadFunction:s3.CompleteMultipartUpload@t2#1", K.ERROR_BODY_200),
     Injection("DownloadFunction:s3.PutObject@t0#1", K.CRASH_AFTER),
+    Injection("DownloadFunction:dynamodb.PutItem@t3#1", K.CRASH_AFTER),
     Injection("DownloadFunction:s3.HeadObject@t2#1", K.SERVER_ERROR),
     Injection("DownloadFunction:dynamodb.TransactWriteItems@t0#1", K.READ_TIMEOUT),
     Injection("ExportStateMachine:events.PutEvents@t0#1", K.LOST_RESPONSE),
