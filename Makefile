@@ -15,7 +15,7 @@ LOCALSTACK_PYTHON ?= $(shell if python3.13 --version >/dev/null 2>&1; then echo 
            elif PYENV_VERSION=3.13.0 python3.13 --version >/dev/null 2>&1; then echo "env PYENV_VERSION=3.13.0 python3.13"; fi)
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: help install localstack lock-localstack tools lint typecheck lint-template format test test-fast demo bench build lock clean
+.PHONY: help install localstack lock-localstack tools lint typecheck lint-template format test test-fast chaos soak demo bench build lock clean
 
 help:
 	@echo "make install  - create .venv (Python 3.13 when present) from the hashed lock: the project, the CLI, the local stack, dev tools"
@@ -23,6 +23,8 @@ help:
 	@echo "make test     - lint + the whole test suite with coverage (what CI runs)"
 	@echo "make lint     - ruff, ruff format --check, mypy (strict on the product, checked on tests), sam validate --lint, cfn-lint, asl-validator, checkov"
 	@echo "make format   - ruff format and ruff's safe fixes"
+	@echo "make chaos    - the whole fault enumeration + CHAOS_CAMPAIGNS seeded random campaigns on the local engine"
+	@echo "make soak     - SOAK_TENANTS x SOAK_DAYS backfill + three nightly ticks under faults; prints the soak's figures"
 	@echo "make demo     - run the whole pipeline locally: simulator + local AWS engine, then read the data back"
 	@echo "make bench    - transfer benchmark against the simple alternatives (writes BENCHMARKS.md)"
 	@echo "make build    - sam build"
@@ -106,6 +108,24 @@ test: lint
 
 test-fast: install
 	$(BIN)/pytest -q -x
+
+# Fault campaigns (tests/statemachine/faults): every (call site, fault kind) of the baseline scenario, one per run,
+# and seeded random campaigns; each run is judged by the invariants. FAULT_SEED replays a campaign.
+CHAOS_CAMPAIGNS ?= 5
+FAULT_SEED ?= 11
+chaos: install
+	PYTHONUNBUFFERED=1 OMBORIGRID_CHAOS_CAMPAIGNS=$(CHAOS_CAMPAIGNS) OMBORIGRID_FAULT_SEED=$(FAULT_SEED) \
+	    $(BIN)/pytest -q -s -p no:cacheprovider -m chaos tests/statemachine/faults/test_fault_campaign.py \
+	    | grep --line-buffered -E '^\[(chaos|faults)\]|passed|failed|error'; test $${PIPESTATUS[0]} -eq 0
+
+# The soak: issue 11's size by default; smaller with e.g. make soak SOAK_TENANTS=10 SOAK_DAYS=10.
+SOAK_TENANTS ?= 50
+SOAK_DAYS ?= 30
+SOAK_RATE ?= 0.002
+soak: install
+	PYTHONUNBUFFERED=1 OMBORIGRID_SOAK_TENANTS=$(SOAK_TENANTS) OMBORIGRID_SOAK_DAYS=$(SOAK_DAYS) OMBORIGRID_SOAK_RATE=$(SOAK_RATE) \
+	    OMBORIGRID_FAULT_SEED=$(FAULT_SEED) $(BIN)/pytest -q -s -p no:cacheprovider -m soak \
+	    tests/statemachine/faults/test_soak.py | grep --line-buffered -E '^\[soak\]|passed|failed|error'; test $${PIPESTATUS[0]} -eq 0
 
 demo: install
 	$(BIN)/omborigrid-export demo

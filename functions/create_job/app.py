@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from omborigrid_export.createjob import Services, create_jobs, parse_trigger
 from omborigrid_export.function_settings import CreateJobSettings
+from omborigrid_export.jobqueue import send_job_message
 from omborigrid_export.scheduling import Outcome
 from omborigrid_lambda import observability, runtime
 from omborigrid_lambda.boundary import typed_failures
@@ -43,7 +44,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     sqs = runtime.aws("sqs")
 
     def enqueue(body: str) -> None:
-        sqs.send_message(QueueUrl=settings.queue_url, MessageBody=body)
+        send_job_message(sqs, settings.queue_url, body)
 
     services = Services(
         ledger=runtime.ledger(settings.ledger_table),

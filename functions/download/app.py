@@ -119,4 +119,5 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     logger.info(
         "landed", extra={"key": manifest.key, "bytes": manifest.bytes, "alreadyExisted": manifest.already_existed}
     )
-    return {**event, "transfer": {"complete": True, "checkpoint": None, "manifest": manifest.to_dict()}}
+    # Announced as written in S3: a retry that found its landing done announces the same manifest again.
+    return {**event, "transfer": {"complete": True, "checkpoint": None, "manifest": manifest.as_written().to_dict()}}

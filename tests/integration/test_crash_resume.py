@@ -93,3 +93,24 @@ def test_given_a_killed_transfer_then_the_next_one_resumes_from_the_saved_checkp
     tail_parts = set(range((job.file_size - 65_557) // (5 * MIB) + 1, total_parts + 1))
     refetch_tail = 1 if tail_parts & set(checkpoint.part_numbers) else 0
     assert len(fetched) == total_parts - len(checkpoint.part_numbers) + refetch_tail
+
+
+def test_given_a_checkpoint_sink_then_the_upload_is_checkpointed_before_its_first_part(
+    simulator: Any, s3: Any, bucket: str
+) -> None:
+    """Found by DownloadFunction:s3.UploadPart@t0#1-crash_after (tests/statemachine/faults): an invocation that
+    died (or failed retryably) before the first periodic checkpoint left its upload open, and the retry started
+    another. Now the sink hears of the upload as soon as it exists, with no part yet, so the retry resumes it."""
+    simulator.configure(target_bytes=12 * MIB)
+    client = OmboriGridClient(simulator.base_url, simulator.token)
+    job = done_job(simulator, client)
+    saved: list[Checkpoint] = []
+
+    outcome = Transfer(s3, TransferSettings(part_size=5 * MIB, concurrency=1), allow_local_urls=True).land(
+        job, lambda: client.get_job(job.id), bucket=bucket, key="k/file", on_checkpoint=saved.append
+    )
+
+    assert isinstance(outcome, Landed)
+    first = saved[0]
+    assert (first.bytes_done, first.part_numbers, first.key) == (0, [], "k/file")
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -27,6 +27,7 @@ from omborigrid_local.engine import LocalStack, task_failures
 from omborigrid_local.simulator import Simulator
 
 from .helpers import DAY, WAIT_SCALE, events_for, fresh_config, request_day
+from .outputs import CHANNELS, aws_credentials, output_channels
 
 API_TOKEN = "tok-MARKER-4f1c9a7e-apitoken"
 URL_TOKEN = "FwoG)url'TOKEN-MARKER-7b2d"
@@ -87,7 +88,6 @@ STAGES = {
     ),
     "job_failed": Stage({"final_status": "failed"}, error="ExportFailed", task_error="ExportFailed"),
 }
-CHANNELS = ("events", "ledger", "s3 objects", "s3 write params", "aws call params", "sfn history")
 _FOUND: dict[str, dict[str, list[str]]] = {}
 
 
@@ -239,54 +239,6 @@ def marker_sim(module_simulator: Simulator, front: Front) -> Simulator:
     return module_simulator
 
 
-def _text(value: Any) -> str:
-    return json.dumps(value, default=repr, sort_keys=True)
-
-
-def _s3_objects(stack: LocalStack, tenant: str) -> str:
-    """Every object under the bucket that names the tenant: its body, head (metadata) and tags."""
-    s3 = stack.client("s3")
-    texts: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket):
-        for listed in page.get("Contents", []):
-            key = listed["Key"]
-            if tenant not in key:
-                continue
-            head = s3.head_object(Bucket=stack.bucket, Key=key)
-            tags = s3.get_object_tagging(Bucket=stack.bucket, Key=key)["TagSet"]
-            body = s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
-            texts.append(_text({"key": key, "head": head, "tags": tags}))
-            texts.append(body.decode("latin-1"))
-    return "\n".join(texts)
-
-
-def _channels(stack: LocalStack, tenant: str, first_call: int, arns: list[str]) -> dict[str, str]:
-    calls = stack.recorder.since(first_call)
-    put_events = [c.params for c in calls if c.service == "events" and c.operation == "PutEvents"]
-    s3_writes = [
-        c.params
-        for c in calls
-        if c.service == "s3" and c.operation.startswith(("Put", "Create", "Copy", "Complete", "Upload"))
-    ]
-    items = stack.client("dynamodb").scan(TableName=stack.table_name, ConsistentRead=True)["Items"]
-    sfn = stack.client("stepfunctions")
-    executions = [sfn.describe_execution(executionArn=arn) for arn in arns]
-    return {
-        "events": _text({"put": put_events, "captured": events_for(stack, tenant)}),
-        "ledger": _text([item for item in items if tenant in _text(item)]),
-        "s3 objects": _s3_objects(stack, tenant),
-        "s3 write params": _text(s3_writes),
-        "aws call params": _text([(c.service, c.operation, c.params) for c in calls]),
-        "sfn history": _text({"executions": executions, "history": [stack.history(arn) for arn in arns]}),
-    }
-
-
-def _aws_credentials() -> list[str]:
-    """The credentials the functions sign with (moto's), which no output should carry either."""
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-    return [os.environ[name] for name in names if len(os.environ.get(name, "")) >= 8]
-
-
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_given_marker_secrets_at_each_stage_then_no_pipeline_output_carries_one(
     stack: LocalStack, marker_sim: Simulator, front: Front, tenant: str, stage: str
@@ -317,8 +269,8 @@ def test_given_marker_secrets_at_each_stage_then_no_pipeline_output_carries_one(
         assert front.downloads > downloads_before  # the download stage was reached
     assert front.handed_out, "the API handed out no download URL"
 
-    channels = _channels(stack, tenant, first_call, [execution["executionArn"]])
-    credentials = _aws_credentials()
+    channels = output_channels(stack, tenant, first_call, [execution["executionArn"]])
+    credentials = aws_credentials()
     assert credentials, "no AWS credentials in the environment to look for"
     markers = [*FIXED_MARKERS, *sorted(front.handed_out), *credentials]
     found = {name: [m for m in markers if m in text] for name, text in channels.items()}
@@ -343,7 +295,7 @@ def test_the_capture_is_real_markers_written_to_the_channels_are_found(
     key = f"omborigrid/tenant={tenant}/leak.json"
     stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=leak.encode(), Metadata={"token": API_TOKEN})
 
-    channels = _channels(stack, tenant, first_call, [])
+    channels = output_channels(stack, tenant, first_call, [])
     found = {name: [m for m in (*FIXED_MARKERS, signature) if m in text] for name, text in channels.items()}
     print(f"\n[no-secret] control with markers written: found {found}")
     print(f"[no-secret] {len(_FOUND)} stages x {len(CHANNELS)} channels scanned, markers found: {_FOUND}")

@@ -18,7 +18,14 @@ from moto import mock_aws
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-from omborigrid_export.errors import AmbiguousCreate, ApiUnavailable, ConfigurationError, InvalidInput, RequestRejected
+from omborigrid_export.errors import (
+    AmbiguousCreate,
+    ApiUnavailable,
+    ConfigurationError,
+    InvalidInput,
+    QueueUnavailable,
+    RequestRejected,
+)
 from omborigrid_export.executions import ExecutionStatus
 from omborigrid_export.ledger import EntryState, Ledger
 from omborigrid_export.models import ExportJob, ExportRequest, JobStatus, Split
@@ -32,6 +39,8 @@ from omborigrid_export.scheduling import (
     nightly_days,
     plan_exports,
     queue_message,
+    requeue_stale_claims,
+    send_unsent,
     stale_tenants,
     zone,
 )
@@ -482,3 +491,58 @@ def test_given_outcome_when_to_dict_then_json_row() -> None:
         "detail": None,
         "error": None,
     }
+
+
+# --- what the fault campaigns found (tests/statemachine/faults) ---------------------------------
+
+
+class RefusingQueue(FakeQueue):
+    """SQS that refuses the next ``refusals`` messages (as the SDK reports them after its retries)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def __call__(self, body: str) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise QueueUnavailable("The job queue did not take the job's message (InternalFailure).")
+        super().__call__(body)
+
+
+def test_given_sqs_refuses_the_message_then_the_run_fails_and_the_next_run_sends_it_without_a_new_job(
+    ledger: Ledger,
+) -> None:
+    """Found by CreateJobFunction:sqs.SendMessage@t2#1-server_error: the day of a backfill stayed QUEUED, never sent."""
+    api, queue = FakeApi(), RefusingQueue(refusals=1)
+    plan_exports([day(1)], ledger)
+    [outcome] = dispatch_pending(ledger, create=api, enqueue=queue, cap=5)
+    assert (outcome.outcome, outcome.error, outcome.job_id) == (Outcome.FAILED, "QueueUnavailable", "job-1")
+    assert state_of(ledger, day(1)) == EntryState.QUEUED
+    entry = ledger.get(day(1))
+    assert entry is not None
+    assert not entry.enqueued
+
+    assert send_unsent(ledger, queue) == 1
+
+    assert [m["jobId"] for m in queue.messages] == ["job-1"]
+    assert api.created == [day(1)]
+    entry = ledger.get(day(1))
+    assert entry is not None
+    assert entry.enqueued
+    assert send_unsent(ledger, queue) == 0
+
+
+def test_given_a_stale_claim_of_any_tenant_then_any_run_gives_it_back_to_pending(ledger: Ledger, clock: Clock) -> None:
+    """Found by a random campaign (seed 11): a backfill day whose CreateJob died after the POST stayed REQUESTING,
+    holding its slot, because only the nightly look-back (its own tenants) gave stale claims back."""
+    plan_exports([day(1, tenant="backfill")], ledger)
+    assert ledger.dispatch(day(1, tenant="backfill"), cap=5) is not None  # then the invocation died
+    assert requeue_stale_claims(ledger) == 0
+    assert ledger.in_flight() == 1
+    clock.now += timedelta(minutes=21)
+
+    assert requeue_stale_claims(ledger) == 1
+
+    assert state_of(ledger, day(1, tenant="backfill")) == EntryState.PENDING
+    assert ledger.in_flight() == 0

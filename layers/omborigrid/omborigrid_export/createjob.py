@@ -43,6 +43,8 @@ from .scheduling import (
     dispatch_pending,
     nightly_days,
     plan_exports,
+    requeue_stale_claims,
+    send_unsent,
     stale_tenants,
 )
 from .state import JobRef
@@ -285,6 +287,8 @@ def create_jobs(trigger: Trigger, policy: SchedulePolicy, services: Services) ->
     if isinstance(trigger, Scheduled):
         paused, newly_paused = _pause_broken_tenants(policy, services, logical)
     planned = _plan(trigger, policy, services, skip=frozenset(paused or ()), logical=logical)
+    requeue_stale_claims(services.ledger)
+    send_unsent(services.ledger, services.enqueue)
     dispatched = dispatch_pending(
         services.ledger,
         create=services.create,

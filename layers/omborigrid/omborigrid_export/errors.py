@@ -16,6 +16,7 @@ name to Step Functions (``ErrorEquals`` matches names, not the class tree), so a
     ├── ApiUnavailable, DownloadUrlExpired, TransferFailed            (retryable)
     ├── LedgerError ── LedgerUnavailable                              (retryable)
     ├── StepFunctionsError ── StepFunctionsUnavailable                (retryable)
+    ├── QueueUnavailable                                              (retryable)
     └── UnexpectedFailure
 """
 
@@ -127,6 +128,14 @@ class StepFunctionsError(OmboriGridExportError):
 
 class StepFunctionsUnavailable(StepFunctionsError):
     """Step Functions was throttled or could not be reached after the SDK's own retries; retrying may succeed."""
+
+    retryable = True
+
+
+class QueueUnavailable(OmboriGridExportError):
+    """The job queue (SQS) did not take a job's message after the SDK's own retries (throttled, unreachable, an
+    internal error). The job exists and its ledger entry says it was not sent yet, so the next CreateJob run (the
+    trigger's retry, any drain) sends it again."""
 
     retryable = True
 

@@ -264,8 +264,9 @@ class Exporter:
             tenant_id=identity.request.tenant_id, job_id=identity.job_id, filename=job.filename
         )
         single_key = destination.single_key
-        if resume is None and not replace:
-            # A rerun of an export that already landed: answer without touching the source at all.
+        if not replace:
+            # A rerun of an export that already landed, or a retry of one whose completion went through before
+            # its invocation died (its checkpoint names a finished upload): answer without touching the source.
             existing = transfer.existing(job, bucket=attempt.bucket, key=single_key)
             if existing is not None:
                 return Landed(self._committed(identity, job, existing))
@@ -317,7 +318,9 @@ class Exporter:
             before, unusable = None, True
         if before is not None and before.is_for(identity) and before.names(existing.key):
             return before.as_already_existed()
-        manifest = build_manifest(identity, job, existing, proof=proof, landed_at=self._now())
+        # The document is written for the first time now, so it says so (the answer to this rerun says "already
+        # existed"); ``proof`` is None for leftovers of a run that died before its manifest.
+        manifest = build_manifest(identity, job, existing, proof=proof, landed_at=self._now()).as_written()
         if unusable:
             write_manifest(self.s3, manifest)  # it replaces a manifest that does not describe this file
             return manifest.as_already_existed()
@@ -344,7 +347,8 @@ class Exporter:
         contents = lander.land(staged, identity, job, replace=replace)
         manifest = build_archive_manifest(identity, job, staged, contents, landed_at=self._now())
         try:
-            write_manifest(self.s3, manifest)
+            # Written as a first landing even when a retry found members landed already (its answer says so).
+            write_manifest(self.s3, manifest.as_written())
         except OmboriGridExportError:
             # Without its manifest the day is not landed: take the members back rather than leave leftovers.
             lander.remove(contents.entries)

@@ -177,6 +177,11 @@ class Manifest:
     def as_already_existed(self) -> Manifest:
         return dataclasses.replace(self, already_existed=True)
 
+    def as_written(self) -> Manifest:
+        """The manifest as its document in S3 holds it (written once, never "already existed"): what a landing
+        announces, so every announcement of one landing, a retried one's included, is the same."""
+        return dataclasses.replace(self, already_existed=False)
+
     def proof_summary(self) -> dict[str, Any] | None:
         """Which checks ran over the landed files: each check's weakest result across the files."""
         proofs = [f.proof for f in self.files if f.proof is not None]

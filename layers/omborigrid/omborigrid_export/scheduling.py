@@ -21,7 +21,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import AmbiguousCreate, AuthError, ConfigurationError, InvalidInput, OmboriGridExportError
+from .errors import (
+    AmbiguousCreate,
+    AuthError,
+    ConfigurationError,
+    InvalidInput,
+    OmboriGridExportError,
+    QueueUnavailable,
+)
 from .executions import ExecutionStatus
 from .ledger import EntryState, Ledger
 from .models import ExportJob, ExportRequest, Split, parse_date, validate_tenant_id
@@ -252,9 +259,33 @@ def _create(
         return RequestOutcome(
             request, Outcome.FAILED, job.id, "the ledger entry was taken over while the job was created"
         )
-    enqueue(queue_message(request, job.id, force))
+    try:
+        enqueue(queue_message(request, job.id, force))
+    except QueueUnavailable as exc:
+        # The job is recorded (QUEUED, not sent): the next run sends it (send_unsent); this one fails to be retried.
+        logger.error("%s: %s", request.label, exc)
+        return RequestOutcome(request, Outcome.FAILED, job.id, f"{type(exc).__name__}: {exc}", type(exc).__name__)
     ledger.mark_enqueued(request, job.id)
     return RequestOutcome(request, Outcome.CREATED, job.id)
+
+
+def requeue_stale_claims(ledger: Ledger) -> int:
+    """Give every REQUESTING entry whose claim is past its stale window back to PENDING (its POST's outcome is
+    unknown: the invocation died, or the POST was ambiguous), whatever trigger or tenant asked for it; returns how
+    many. The nightly run's look-back does this for its own tenants; a backfill's days need it too."""
+    return sum(ledger.requeue_stale(entry) for entry in ledger.in_state(EntryState.REQUESTING))
+
+
+def send_unsent(ledger: Ledger, enqueue: Callable[[str], None]) -> int:
+    """Send the message of every QUEUED job that was never sent (SQS refused it, or CreateJob died between the
+    job id and the message); returns how many. A message sent twice starts one execution (its name is the job's)."""
+    sent = 0
+    for entry in ledger.in_state(EntryState.QUEUED):
+        if entry.job_id and not entry.enqueued:
+            enqueue(queue_message(entry.request, entry.job_id, entry.force))
+            ledger.mark_enqueued(entry.request, entry.job_id)
+            sent += 1
+    return sent
 
 
 #: An enqueued job whose execution cannot be found after this long was lost (e.g. its message is in the DLQ).

@@ -13,6 +13,10 @@ Who made a call (the principal whose role AWS would check) is decided in this or
 3. the function that was running when the client was built (a transfer's worker threads use the S3 client the
    handler built);
 4. otherwise the engine or the test itself (``LOCAL``), which the check ignores.
+
+An :class:`Interceptor` (the fault harness, :mod:`.faults`) may be attached: it sees each call as it is recorded
+and may answer it instead of the service (``before-call``), raise after it went through (``after-call``), or ask
+botocore to send it again although it succeeded (``needs-retry``: the answer was lost on the way back).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 #: The principal of calls made by the engine or the test, not by anything deployed.
 LOCAL = "local"
@@ -50,10 +54,25 @@ class Call:
         return f"{self.principal} {self.service}:{self.operation}"
 
 
+class Interceptor(Protocol):
+    """What may change a recorded call's course (see the module docstring)."""
+
+    def before_call(self, call: Call) -> tuple[Any, dict[str, Any]] | None:
+        """A ``(http_response, parsed)`` pair to answer instead of the service, or None to send the call."""
+
+    def after_call(self, call: Call) -> None:
+        """Runs once the call's answer is parsed; may raise (the caller sees that instead of the answer)."""
+
+    def resend(self, call: Call, attempts: int) -> bool:
+        """True to make botocore send the call again although this attempt got an answer."""
+
+
 class CallRecorder:
-    """Installs the hooks; ``calls`` holds what was recorded, oldest first."""
+    """Installs the hooks; ``calls`` holds what was recorded, oldest first; ``interceptor`` (optional) may
+    change a call's course."""
 
     def __init__(self) -> None:
+        self.interceptor: Interceptor | None = None
         #: Whose role the Step Functions interpreter's calls use (the stack's state machine, set once it is known).
         self.state_machine = "state-machine"
         self._local = threading.local()
@@ -79,6 +98,10 @@ class CallRecorder:
             stack = []
             self._local.stack = stack
         return stack
+
+    def principal_of_thread(self) -> str:
+        """Whose calls this thread makes now (the innermost running function), else ``LOCAL``."""
+        return self._current() or LOCAL
 
     def _current(self) -> str | None:
         stack = self._thread_stack()
@@ -114,6 +137,7 @@ class CallRecorder:
         events.register("before-parameter-build", self._keep_params, unique_id=f"omborigrid-params-{id(self)}")
         events.register("before-call", self._before_call, unique_id=f"omborigrid-before-{id(self)}")
         events.register("after-call", self._after_call, unique_id=f"omborigrid-after-{id(self)}")
+        events.register("needs-retry", self._needs_retry, unique_id=f"omborigrid-retry-{id(self)}")
 
     # ----------------------------------------------------------------- hooks
     @staticmethod
@@ -122,7 +146,7 @@ class CallRecorder:
 
     def _before_call(
         self, model: Any, params: dict[str, Any], request_signer: Any, context: dict[str, Any], **_: Any
-    ) -> None:
+    ) -> tuple[Any, dict[str, Any]] | None:
         credentials = getattr(request_signer, "_credentials", None)
         if getattr(credentials, "access_key", None) == STEP_FUNCTIONS_ACCESS_KEY:
             principal = self.state_machine
@@ -138,15 +162,30 @@ class CallRecorder:
         context[_CALL_KEY] = call
         with self._lock:
             self.calls.append(call)
+        interceptor = self.interceptor
+        return interceptor.before_call(call) if interceptor is not None else None
 
-    @staticmethod
-    def _after_call(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    def _after_call(self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         call: Call | None = context.get(_CALL_KEY)
         if call is None:
             return
         call.status = int(getattr(http_response, "status_code", 0) or 0)
         call.error_code = (parsed.get("Error") or {}).get("Code") if call.status >= 300 else None
         call.response = {k: v for k, v in parsed.items() if k not in ("Body", "ResponseMetadata")}
+        interceptor = self.interceptor
+        if interceptor is not None:
+            interceptor.after_call(call)
+
+    def _needs_retry(
+        self, attempts: int, request_dict: dict[str, Any], caught_exception: Any = None, **_: Any
+    ) -> float | None:
+        """Another hook's (botocore's own retry handler's) answer wins; this one only asks for a resend of an
+        attempt that got an answer."""
+        interceptor = self.interceptor
+        call: Call | None = (request_dict.get("context") or {}).get(_CALL_KEY)
+        if interceptor is None or call is None or caught_exception is not None:
+            return None
+        return 0.0 if interceptor.resend(call, attempts) else None
 
     # ----------------------------------------------------------------- reading
     def since(self, index: int) -> list[Call]:

@@ -8,6 +8,10 @@ function's resolved environment, a Lambda-like context and the layer folders on 
 handler. An exception becomes the payload Lambda would send, ``{"errorType", "errorMessage", "stackTrace"}``,
 so Step Functions retries and catches it by the exception's class name exactly as on AWS.
 
+An invocation may also *crash* (:class:`InvocationCrashed`, raised by the fault harness right after a call went
+through): the process dies as on a Lambda timeout, so whatever the handler would have returned is lost and the
+caller gets the timeout's error payload (``Lambda.Unknown``), even if the handler swallowed the exception.
+
 Invocations are serialised with one re-entrant lock: a process has one ``os.environ`` and the library caches
 its settings per process, while on AWS each function has its own. Re-entrant because an invocation may cause
 another one in the same thread (CreateJob's ``SendMessage`` runs StartExport through the queue's event source
@@ -48,6 +52,13 @@ IMPORT_ERROR_TYPE = "Runtime.ImportModuleError"
 #: left in a developer's shell would hide a setting the template forgot. What the function's environment
 #: sets is applied after this.
 _STRIPPED_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "OMBORIGRID_", "POWERTOOLS_")
+
+
+class InvocationCrashed(BaseException):
+    """The running invocation died (its side effects so far happened, its result is lost).
+
+    A ``BaseException``, so the handler's ``except Exception`` blocks do not turn it into an answer.
+    """
 
 
 class LocalLambdaContext:
@@ -147,6 +158,13 @@ class Invoker:
         self._routers: list[tuple[str, OutputRouter]] = []
         self._added_paths: list[str] = []
         self._depth = 0
+        #: True once the innermost running invocation crashed (see :meth:`crash`).
+        self.crashed = False
+
+    def crash(self, why: str) -> InvocationCrashed:
+        """Mark the running invocation dead; returns the exception to raise where it dies."""
+        self.crashed = True
+        return InvocationCrashed(why)
 
     # ----------------------------------------------------------------- registry
     def register(self, function: LocalFunction) -> None:
@@ -226,6 +244,7 @@ class Invoker:
             function.invocations += 1
             started = time.monotonic()
             outer_log_keys = _snapshot_log_keys() if self._depth else []
+            outer_crashed, self.crashed = self.crashed, False
             self._depth += 1
             try:
                 others = {key for f in self.functions for key in f.environment} - set(function.environment)
@@ -245,7 +264,9 @@ class Invoker:
                             payload, errored = json.dumps(result), False
                         except Exception as exc:  # noqa: BLE001 - whatever the handler raises is the result, as on Lambda
                             payload, errored = json.dumps(_error_payload(exc)), True
-                    if context.timed_out:
+                        except InvocationCrashed:
+                            self.crashed = True
+                    if context.timed_out or self.crashed:
                         seconds = time.monotonic() - started
                         payload = json.dumps(
                             {
@@ -257,6 +278,7 @@ class Invoker:
                         errored = True
             finally:
                 self._depth -= 1
+                self.crashed = outer_crashed
                 _reset_runtime()
                 _restore_log_keys(outer_log_keys)
                 self._active = previous

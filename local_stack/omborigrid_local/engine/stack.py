@@ -225,9 +225,19 @@ class LocalStack:
         return list(self._delivery.delivered) if self._delivery is not None else []
 
     @property
+    def deliveries_pending(self) -> bool:
+        """True while an asynchronous invocation (a rule's, :meth:`deliver_async`'s) waits or runs."""
+        return self._delivery is not None and self._delivery.busy
+
+    @property
     def failed_deliveries(self) -> list[FailedDelivery]:
         """Rule → Lambda deliveries whose function failed every attempt (their events went to its DLQ)."""
         return list(self._delivery.failed) if self._delivery is not None else []
+
+    @property
+    def invoker(self) -> Invoker | None:
+        """The engine's stand-in for Lambda's containers (None before the stack is built)."""
+        return self._invoker
 
     def invocations(self, logical_id: str) -> int:
         """How many times the engine ran this function's handler."""
@@ -285,8 +295,13 @@ class LocalStack:
         return payload
 
     def deliver_scheduled(self, scheduled_time: datetime | None = None) -> Any:
-        """What EventBridge Scheduler would send CreateJob for a tick scheduled at ``scheduled_time`` (default: now,
-        to the second); moto's Scheduler never fires.
+        """Invoke CreateJob with what EventBridge Scheduler would send for a tick scheduled at ``scheduled_time``
+        (:meth:`scheduled_event`); moto's Scheduler never fires."""
+        return self.invoke("CreateJobFunction", self.scheduled_event(scheduled_time))
+
+    def scheduled_event(self, scheduled_time: datetime | None = None) -> dict[str, Any]:
+        """What EventBridge Scheduler sends CreateJob for a tick scheduled at ``scheduled_time`` (default: now, to
+        the second).
 
         The event is the schedule's own ``Input`` from template.yaml (events/scheduled.json when no schedule has
         one) with Scheduler's context attributes filled in as Scheduler does: the scheduled time as
@@ -303,7 +318,8 @@ class LocalStack:
         text = self._scheduled_input()
         for attribute, value in attributes.items():
             text = text.replace(attribute, value)
-        return self.invoke("CreateJobFunction", json.loads(text))
+        event: dict[str, Any] = json.loads(text)
+        return event
 
     def deliver_export_requested(self, detail: dict[str, Any]) -> Any:
         """An "Export Requested" event as the EventBridge rule would deliver it to CreateJob.
@@ -326,6 +342,22 @@ class LocalStack:
             "detail": detail,
         }
         return self.invoke("CreateJobFunction", event)
+
+    def deliver_async(self, function: str, event: Any, *, source: str = "async") -> None:
+        """Invoke a function asynchronously (``InvocationType=Event``), as EventBridge Scheduler and rules do: on
+        the engine's delivery worker, with Lambda's two retries of a failed attempt, then the function's DLQ.
+        ``source`` names the sender in :attr:`deliveries` (like a rule's name)."""
+        assert self._delivery is not None
+        self._delivery.submit(Delivery(source, self.resources.get(function, function), event))
+
+    def set_function_environment(self, function: str, variables: dict[str, str]) -> None:
+        """Change a function's environment as an update of its configuration would (e.g. the nightly run's
+        ``TENANT_IDS``); later invocations see it."""
+        assert self._invoker is not None
+        local = self._invoker.get(self.resources.get(function, function))
+        if local is None:
+            raise KeyError(f"no function {function} in this stack")
+        local.environment.update(variables)
 
     def executions(self, match: str | None = None) -> list[dict[str, Any]]:
         """``DescribeExecution`` of every execution of the export state machine (name containing ``match``)."""

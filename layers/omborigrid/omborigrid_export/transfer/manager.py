@@ -217,6 +217,10 @@ class Transfer:
     def _land(self, landing: _Landing) -> TransferOutcome:
         upload = self._open_upload(landing)
         try:
+            if landing.copy.on_checkpoint is not None and upload.bytes_done == 0:
+                # Known from its first moment: a retry after this invocation dies (or fails retryably) resumes
+                # this upload instead of starting another and leaving this one open.
+                landing.copy.on_checkpoint(upload.checkpoint())
             return self._copy(landing, upload)
         except BaseException as exc:
             retryable = isinstance(exc, OmboriGridExportError) and exc.retryable
