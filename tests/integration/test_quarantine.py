@@ -15,8 +15,9 @@ import pytest
 from omborigrid_export.exporter import Exporter, Landed, LandingResult, Quarantined
 from omborigrid_export.lake_facts import LandingFact, facts_of
 from omborigrid_export.layout import KeyLayout
-from omborigrid_export.manifest import Manifest, read_manifest_at
+from omborigrid_export.manifest import Manifest
 from omborigrid_export.manifest_history import ManifestHistory
+from omborigrid_export.manifest_store import read_manifest_at
 from omborigrid_export.schema_gate import SchemaGate
 from omborigrid_export.settings import MIB
 from omborigrid_export.transfer import Continued

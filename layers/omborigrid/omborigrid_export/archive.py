@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 from . import checksum
 from .errors import IntegrityError, InvalidInput, LandingConflict, OmboriGridExportError, TransferFailed
 from .layout import KeyLayout, archive_manifest_key, manifest_key_for
-from .manifest import read_manifest_at
+from .manifest_store import read_manifest_at
 from .models import ExportJob, JobIdentity, validate_job_id
 from .proof import ContentProver, Proof
 from .redact import describe_exception

@@ -24,15 +24,8 @@ from .client import OmboriGridClient
 from .errors import ExportFailed, GarbledResponse, IntegrityError, OmboriGridExportError
 from .lake_facts import SINGLE_FILE_TABLE
 from .layout import KeyLayout, quarantine_folder, quarantine_layout
-from .manifest import (
-    Manifest,
-    build_archive_manifest,
-    build_manifest,
-    commit_manifest,
-    read_manifest,
-    read_manifest_at,
-    write_manifest,
-)
+from .manifest import Manifest, build_archive_manifest, build_manifest
+from .manifest_store import commit_manifest, read_manifest, read_manifest_at, write_manifest
 from .models import ExportJob, ExportRequest, JobIdentity, JobStatus
 from .parquet_proof import ParquetProver
 from .polling import PollState

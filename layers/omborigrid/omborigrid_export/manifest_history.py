@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import OmboriGridExportError, TransferFailed
 from .lake_facts import SINGLE_FILE_TABLE, LandingFact, facts_of
 from .layout import KeyLayout
-from .manifest import read_manifest_at
+from .manifest_store import read_manifest_at
 from .redact import describe_exception
 
 if TYPE_CHECKING:
